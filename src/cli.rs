@@ -1,0 +1,250 @@
+//! The command line: every subcommand, every flag and its help, and the
+//! parsers for the value forms SPEC.md fixes (durations `500ms`, `1s`,
+//! `2.5s`, `1m`; sizes `800x600`, `480000`, `64KiB`, `16MiB`).
+//!
+//! Flag names and defaults are spelled exactly as in SPEC.md: other programs
+//! and scripts call them. clap reports bad usage with exit status 2.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "wsbench",
+    version,
+    about = "Blocking, thread-per-connection WebSocket toolkit: server, image speed test and more",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the WebSocket server (image statistics on `/` and `/image`).
+    Server(ServerArgs),
+    /// The image speed test: send images, time every message, summarise.
+    Bench(BenchArgs),
+}
+
+/// When the server computes an image's statistics relative to its reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ResponseMode {
+    /// Compute, then reply with the statistics.
+    Slow,
+    /// Reply `Received: {len}` at once; compute on the pool in the background.
+    Fast,
+}
+
+impl ResponseMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResponseMode::Slow => "slow",
+            ResponseMode::Fast => "fast",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on; 0 picks a free one (see the `listening on` line).
+    #[arg(long, default_value_t = 7788)]
+    pub port: u16,
+    /// Reply after computing the statistics (slow) or at once (fast).
+    #[arg(long, value_enum, default_value_t = ResponseMode::Slow)]
+    pub response: ResponseMode,
+    /// Threads of the statistics pool [default: number of cores].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub pool_threads: Option<u32>,
+    /// Open connections beyond this are refused with HTTP 503.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Largest message or frame accepted; bigger ones close with 1009.
+    #[arg(long, default_value = "16MiB", value_parser = parse_size)]
+    pub max_message_size: usize,
+    /// Background statistics jobs that may wait at once; past that the
+    /// sender's connection waits (backpressure), no job is dropped.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_pending: u32,
+    /// Drop a connection whose handshake is not complete by then.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+    /// Ping every connection this often.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pub ping_interval: Duration,
+    /// Close a connection that sends nothing for this long after a ping.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pub ping_timeout: Duration,
+    /// Append one JSON line per background statistics job to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub stats_log: Option<PathBuf>,
+}
+
+impl Default for ServerArgs {
+    fn default() -> Self {
+        Cli::parse_from(["wsbench", "server"]).command.into_server()
+    }
+}
+
+impl Command {
+    fn into_server(self) -> ServerArgs {
+        match self {
+            Command::Server(args) => args,
+            _ => unreachable!("parsed from the `server` subcommand"),
+        }
+    }
+}
+
+/// How `bench` spreads messages over connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchMode {
+    /// One long-lived connection, one message at a time.
+    Serial,
+    /// A new connection per message, one at a time.
+    SerialShort,
+    /// A new connection per message, many at once on OS threads.
+    Parallel,
+}
+
+impl BenchMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BenchMode::Serial => "serial",
+            BenchMode::SerialShort => "serial-short",
+            BenchMode::Parallel => "parallel",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Server to test, e.g. ws://127.0.0.1:7788/ [default: an embedded server].
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Messages to send.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: u64,
+    /// Image size: WIDTHxHEIGHT or bytes (`800x600`, `480000`, `64KiB`).
+    #[arg(long, default_value = "800x600", value_parser = parse_size)]
+    pub size: usize,
+    /// serial: one connection; serial-short: a connection per message, one
+    /// at a time; parallel: a connection per message, many at once.
+    #[arg(long, value_enum, default_value_t = BenchMode::Serial)]
+    pub mode: BenchMode,
+    /// Parallel mode: connections at once.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=20_000))]
+    pub concurrency: u32,
+    /// Response mode of the embedded server (ignored with --url).
+    #[arg(long, value_enum, default_value_t = ResponseMode::Slow)]
+    pub response: ResponseMode,
+    /// Seed of the pseudo-random pixels (the same image for every message).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Check every reply against statistics computed here; a mismatch fails the run.
+    #[arg(long)]
+    pub verify: bool,
+    /// Limit for each connect, send and receive.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Write one CSV row per message to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses `500ms`, `1s`, `2.5s`, `1m`, `1h`, `250us`; a bare number is seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration (try 500ms, 1s, 2.5s, 1m)"))?;
+    let seconds_per_unit = match unit.trim() {
+        "" | "s" => 1.0,
+        "ms" => 1e-3,
+        "us" | "µs" => 1e-6,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        other => return Err(format!("unknown duration unit `{other}` in `{text}`")),
+    };
+    Duration::try_from_secs_f64(value * seconds_per_unit)
+        .map_err(|_| format!("`{text}` is out of range"))
+}
+
+/// Parses `800x600` (pixels, one byte each), `480000`, `64KiB`, `16MiB`,
+/// `1GiB`, and the decimal `KB`/`MB`/`GB`.
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let bad = || format!("`{text}` is not a size (try 800x600, 480000, 64KiB, 16MiB)");
+    if let Some((w, h)) = text.split_once(['x', 'X']) {
+        let w: usize = w.trim().parse().map_err(|_| bad())?;
+        let h: usize = h.trim().parse().map_err(|_| bad())?;
+        return w.checked_mul(h).ok_or_else(bad);
+    }
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: usize = number.parse().map_err(|_| bad())?;
+    let multiplier: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return Err(bad()),
+    };
+    value.checked_mul(multiplier).ok_or_else(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_in_every_spec_form() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_duration("2.5s"), Ok(Duration::from_millis(2500)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("1y").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn sizes_in_every_spec_form() {
+        assert_eq!(parse_size("800x600"), Ok(480_000));
+        assert_eq!(parse_size("480000"), Ok(480_000));
+        assert_eq!(parse_size("64KiB"), Ok(65_536));
+        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_size("1MB"), Ok(1_000_000));
+        assert!(parse_size("big").is_err());
+        assert!(parse_size("10x").is_err());
+        assert!(parse_size("12QiB").is_err());
+    }
+
+    #[test]
+    fn server_defaults_match_the_spec() {
+        let args = ServerArgs::default();
+        assert_eq!(args.port, 7788);
+        assert_eq!(args.max_connections, 10_000);
+        assert_eq!(args.max_message_size, 16 << 20);
+        assert_eq!(args.max_pending, 1024);
+        assert_eq!(args.ping_interval, Duration::from_secs(20));
+    }
+}

@@ -1,0 +1,24 @@
+//! wsbench: a blocking, thread-per-connection WebSocket toolkit.
+//!
+//! The binary (`src/main.rs`) only parses the command line and dispatches;
+//! everything it runs lives here so that benches and tests reach the same
+//! code. One module per subcommand or concern:
+//!
+//! - [`cli`]: every flag, and the parsers for durations and sizes.
+//! - [`net`]: one WebSocket connection split into a reader and a shared
+//!   writer, and the client-side connect.
+//! - [`server`]: `wsbench server`: accept loop, handshake, endpoints.
+//! - [`stats`]: the image statistics kernel and its reply text.
+//! - [`bench`]: `wsbench bench`, the image speed test client.
+//! - [`metrics`]: latency recording and summaries, server counters.
+//! - [`error`]: the top-level error and its exit status.
+//! - [`signal`]: Ctrl-C and SIGTERM, for every subcommand.
+
+pub mod bench;
+pub mod cli;
+pub mod error;
+pub mod metrics;
+pub mod net;
+pub mod server;
+pub mod signal;
+pub mod stats;

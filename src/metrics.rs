@@ -1,0 +1,122 @@
+//! Numbers: the server's counters (atomics, so the hot path never takes a
+//! lock to count) and the client's latency recorder (an HDR histogram, so
+//! percentiles are exact to 3 significant digits at any count).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Every counter the server exposes as `wsbench_*` (SPEC.md "Metrics").
+#[derive(Debug, Default)]
+pub struct ServerCounters {
+    pub connections_current: AtomicU64,
+    pub connections_total: AtomicU64,
+    pub connections_rejected_total: AtomicU64,
+    pub handshake_failures_total: AtomicU64,
+    pub messages_received_total: AtomicU64,
+    pub messages_sent_total: AtomicU64,
+    pub bytes_received_total: AtomicU64,
+    pub bytes_sent_total: AtomicU64,
+    pub stats_jobs_pending: AtomicU64,
+    pub stats_jobs_completed_total: AtomicU64,
+    pub slow_clients_dropped_total: AtomicU64,
+    pub http_requests_total: AtomicU64,
+}
+
+/// Counting is all these do; nothing synchronises through them.
+pub fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+pub fn sub(counter: &AtomicU64, n: u64) {
+    counter.fetch_sub(n, Ordering::Relaxed);
+}
+
+pub fn get(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+/// Records durations in nanoseconds, 1 ns to 1 hour, 3 significant digits.
+pub struct Latency {
+    histogram: Histogram<u64>,
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        Latency {
+            histogram: Histogram::new_with_bounds(1, 3_600_000_000_000, 3)
+                .expect("bounds are constant and valid"),
+        }
+    }
+}
+
+impl Latency {
+    pub fn record(&mut self, value: Duration) {
+        let ns = (value.as_nanos() as u64).clamp(1, self.histogram.high());
+        self.histogram
+            .record(ns)
+            .expect("value is clamped into range");
+    }
+
+    pub fn summary(&self) -> LatencySummary {
+        let s = |ns: u64| ns as f64 / 1e9;
+        if self.histogram.is_empty() {
+            return LatencySummary::default();
+        }
+        LatencySummary {
+            min: s(self.histogram.min()),
+            p50: s(self.histogram.value_at_quantile(0.50)),
+            p90: s(self.histogram.value_at_quantile(0.90)),
+            p99: s(self.histogram.value_at_quantile(0.99)),
+            max: s(self.histogram.max()),
+        }
+    }
+}
+
+/// Percentiles of one phase, in seconds.
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct LatencySummary {
+    pub min: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+/// A duration in seconds for people: `412µs`, `3.21ms`, `1.52s`.
+pub fn human(seconds: f64) -> String {
+    if seconds < 1e-3 {
+        format!("{:.0}µs", seconds * 1e6)
+    } else if seconds < 1.0 {
+        format!("{:.2}ms", seconds * 1e3)
+    } else {
+        format!("{seconds:.2}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_follow_the_recorded_values() {
+        let mut latency = Latency::default();
+        for ms in 1..=100 {
+            latency.record(Duration::from_millis(ms));
+        }
+        let s = latency.summary();
+        assert!((s.min - 0.001).abs() < 1e-5);
+        assert!((s.p50 - 0.050).abs() < 1e-3);
+        assert!((s.p99 - 0.099).abs() < 1e-3);
+        assert!((s.max - 0.100).abs() < 1e-3);
+    }
+
+    #[test]
+    fn human_durations_pick_a_unit() {
+        assert_eq!(human(0.000412), "412µs");
+        assert_eq!(human(0.00321), "3.21ms");
+        assert_eq!(human(1.524), "1.52s");
+    }
+}

@@ -1,0 +1,68 @@
+//! Throughput of the image statistics kernel on one 800x600 image: the real
+//! kernel, the textbook single-histogram kernel it replaces, and the
+//! rayon-split kernel on a 2-thread pool.
+//!
+//! A flat image (every pixel equal) is the worst case for a single
+//! histogram: every increment hits the same bin, each waiting on the last.
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use std::hint::black_box;
+use wsbench::stats::{ImageStats, random_image};
+
+const LEN: usize = 800 * 600;
+
+/// One `u64` bin per value, one increment per byte, then the same readout
+/// as the real kernel: (max, min, sum, median).
+fn naive(pixels: &[u8]) -> (u8, u8, u64, f64) {
+    let mut hist = [0u64; 256];
+    for &b in pixels {
+        hist[usize::from(b)] += 1;
+    }
+    let max = hist.iter().rposition(|&c| c > 0).unwrap() as u8;
+    let min = hist.iter().position(|&c| c > 0).unwrap() as u8;
+    let sum = hist.iter().zip(0u64..).map(|(&c, v)| c * v).sum();
+    let value_at = |rank: u64| {
+        let mut seen = 0;
+        hist.iter()
+            .position(|&c| {
+                seen += c;
+                seen > rank
+            })
+            .unwrap() as f64
+    };
+    let n = pixels.len() as u64;
+    (
+        max,
+        min,
+        sum,
+        (value_at((n - 1) / 2) + value_at(n / 2)) / 2.0,
+    )
+}
+
+fn bench(c: &mut Criterion) {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("stats_480000");
+    group.throughput(Throughput::Bytes(LEN as u64));
+    for (name, image) in [("random", random_image(LEN, 1)), ("flat", vec![128; LEN])] {
+        let stats = ImageStats::compute(&image).unwrap();
+        let want = (stats.max, stats.min, stats.sum, stats.median());
+        assert_eq!(naive(&image), want, "naive kernel disagrees on {name}");
+
+        group.bench_function(format!("compute/{name}"), |b| {
+            b.iter(|| ImageStats::compute(black_box(&image)))
+        });
+        group.bench_function(format!("naive/{name}"), |b| {
+            b.iter(|| naive(black_box(&image)))
+        });
+        group.bench_function(format!("compute_par_2_threads/{name}"), |b| {
+            b.iter(|| pool.install(|| ImageStats::compute_par(black_box(&image))))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,281 @@
+//! The first bytes of every connection: read an HTTP/1.1 request head
+//! within the handshake deadline, parse it with httparse, and decide what it
+//! is: a WebSocket upgrade to a known endpoint (answered 101 here), a plain
+//! HTTP request (handed to `http`), or something to refuse with a status.
+//!
+//! This is all our own parsing of network bytes before tungstenite takes
+//! over, so it is strict about sizes and never panics on input.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::time::Instant;
+
+use tungstenite::handshake::derive_accept_key;
+
+use crate::cli::ResponseMode;
+
+/// A request head larger than this is refused (431), as most servers do.
+pub const MAX_HEAD: usize = 16 * 1024;
+const MAX_HEADERS: usize = 64;
+
+/// Where a WebSocket connection goes, chosen by the request path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/` and `/image`: the text rule and image statistics; the query may
+    /// force the response mode.
+    Image {
+        response: Option<ResponseMode>,
+    },
+    Echo,
+    Hello,
+}
+
+/// Maps a request target to an endpoint; `None` is a 404.
+pub fn route(target: &str) -> Option<Endpoint> {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    match path {
+        "/" | "/image" => {
+            let response = query.split('&').find_map(|pair| match pair {
+                "response=fast" => Some(ResponseMode::Fast),
+                "response=slow" => Some(ResponseMode::Slow),
+                _ => None,
+            });
+            Some(Endpoint::Image { response })
+        }
+        "/echo" => Some(Endpoint::Echo),
+        "/hello" => Some(Endpoint::Hello),
+        _ => None,
+    }
+}
+
+/// A parsed request head, owning its strings.
+#[derive(Debug, Clone)]
+pub struct Head {
+    pub method: String,
+    pub target: String,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub version: u8,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Head {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether a comma-separated header holds `token` (any case).
+    pub fn has_token(&self, name: &str, token: &str) -> bool {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .flat_map(|(_, v)| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    }
+
+    pub fn wants_upgrade(&self) -> bool {
+        self.has_token("upgrade", "websocket")
+    }
+}
+
+/// Why no request head could be read.
+#[derive(Debug)]
+pub enum HeadError {
+    /// The peer closed before sending anything: not worth a log line.
+    Empty,
+    /// The deadline passed first.
+    Timeout,
+    /// Bytes that are not an HTTP request head (answer 400).
+    Malformed(String),
+    /// Head over [`MAX_HEAD`] (answer 431).
+    TooLarge,
+    Io(io::Error),
+}
+
+/// Reads one request head from `stream` into `buf` (which may already hold
+/// bytes of it) before `deadline`. Returns the head and its length in `buf`;
+/// bytes after it (a body, a pipelined request, early WebSocket frames)
+/// stay in `buf`.
+pub fn read_head(
+    stream: &TcpStream,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+) -> Result<(Head, usize), HeadError> {
+    loop {
+        if !buf.is_empty() {
+            match parse_head(buf)? {
+                Some(parsed) => return Ok(parsed),
+                None if buf.len() >= MAX_HEAD => return Err(HeadError::TooLarge),
+                None => {}
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(HeadError::Timeout);
+        }
+        stream.set_read_timeout(Some(left)).map_err(HeadError::Io)?;
+        let start = buf.len();
+        buf.resize(start + 2048, 0);
+        let read = (&*stream).read(&mut buf[start..]);
+        buf.truncate(start + *read.as_ref().unwrap_or(&0));
+        match read {
+            Ok(0) if start == 0 => return Err(HeadError::Empty),
+            Ok(0) => return Err(HeadError::Malformed("connection closed mid-head".into())),
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(HeadError::Timeout);
+            }
+            Err(e) => return Err(HeadError::Io(e)),
+        }
+    }
+}
+
+fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    let len = match request.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(HeadError::Malformed(e.to_string())),
+    };
+    let headers = request
+        .headers
+        .iter()
+        .map(|h| {
+            let value = std::str::from_utf8(h.value)
+                .map_err(|_| HeadError::Malformed(format!("header {} is not utf-8", h.name)))?;
+            Ok((h.name.to_string(), value.trim().to_string()))
+        })
+        .collect::<Result<Vec<_>, HeadError>>()?;
+    Ok(Some((
+        Head {
+            method: request.method.unwrap_or_default().to_string(),
+            target: request.path.unwrap_or_default().to_string(),
+            version: request.version.unwrap_or(1),
+            headers,
+        },
+        len,
+    )))
+}
+
+/// The outcome of an upgrade request.
+#[derive(Debug)]
+pub enum Upgrade {
+    /// 101 sent; go on as a WebSocket on this endpoint.
+    Accepted(Endpoint),
+    /// Refused with this status and reason (already sent).
+    Refused(u16, String),
+}
+
+/// Validates an upgrade request as RFC 6455 4.2.1 asks, routes it, and
+/// answers: 101, or the refusal.
+pub fn answer_upgrade(stream: &TcpStream, head: &Head) -> io::Result<Upgrade> {
+    let refuse = |status: u16, why: &str, extra: &str| -> io::Result<Upgrade> {
+        write_status(stream, status, why, extra)?;
+        Ok(Upgrade::Refused(status, why.to_string()))
+    };
+    if head.method != "GET" || head.version != 1 {
+        return refuse(400, "a websocket handshake must be GET over HTTP/1.1", "");
+    }
+    if !head.has_token("connection", "upgrade") {
+        return refuse(400, "missing Connection: Upgrade", "");
+    }
+    if head.header("sec-websocket-version") != Some("13") {
+        return refuse(
+            426,
+            "unsupported Sec-WebSocket-Version (this server speaks 13)",
+            "Sec-WebSocket-Version: 13\r\n",
+        );
+    }
+    let Some(key) = head.header("sec-websocket-key").filter(|k| !k.is_empty()) else {
+        return refuse(400, "missing Sec-WebSocket-Key", "");
+    };
+    let Some(endpoint) = route(&head.target) else {
+        return refuse(
+            404,
+            &format!("no websocket endpoint at {}", head.target),
+            "",
+        );
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let response = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    );
+    (&*stream).write_all(response.as_bytes())?;
+    Ok(Upgrade::Accepted(endpoint))
+}
+
+/// Writes a short plain-text error response that closes the connection.
+pub fn write_status(stream: &TcpStream, status: u16, body: &str, extra: &str) -> io::Result<()> {
+    let response = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n{body}\n",
+        reason_phrase(status),
+        body.len() + 1,
+    );
+    (&*stream).write_all(response.as_bytes())
+}
+
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        101 => "Switching Protocols",
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        426 => "Upgrade Required",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_follow_the_spec_table() {
+        assert_eq!(route("/"), Some(Endpoint::Image { response: None }));
+        assert_eq!(
+            route("/image?response=fast"),
+            Some(Endpoint::Image {
+                response: Some(ResponseMode::Fast)
+            })
+        );
+        assert_eq!(
+            route("/?x=1&response=slow"),
+            Some(Endpoint::Image {
+                response: Some(ResponseMode::Slow)
+            })
+        );
+        assert_eq!(route("/echo"), Some(Endpoint::Echo));
+        assert_eq!(route("/hello"), Some(Endpoint::Hello));
+        assert_eq!(route("/nope"), None);
+        assert_eq!(route("/image/extra"), None);
+    }
+
+    #[test]
+    fn heads_parse_partially_then_completely() {
+        let full = b"GET /x HTTP/1.1\r\nHost: a\r\nUpgrade: WebSocket\r\nConnection: keep-alive, Upgrade\r\n\r\nrest";
+        assert!(parse_head(&full[..20]).unwrap().is_none());
+        let (head, len) = parse_head(full).unwrap().unwrap();
+        assert_eq!(&full[len..], b"rest");
+        assert_eq!(head.target, "/x");
+        assert!(head.wants_upgrade());
+        assert!(head.has_token("connection", "upgrade"));
+        assert!(matches!(
+            parse_head(b"\x16\x03\x01garbage\r\n\r\n"),
+            Err(HeadError::Malformed(_))
+        ));
+    }
+}

@@ -1,0 +1,237 @@
+//! Plain HTTP/1.1 on the WebSocket port, for requests without
+//! `Upgrade: websocket`: the HTTP side of the ping-pong comparison, a
+//! health check and the Prometheus metrics. Keep-alive and pipelining:
+//! requests are answered in order from one buffer until the client closes
+//! or asks to.
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Instant;
+
+use super::Shared;
+use super::handshake::{self, Head, HeadError, reason_phrase, route};
+use super::image::text_reply;
+use crate::metrics::{ServerCounters, add, get};
+
+/// Serves `head` (already read into `buf`) and every request after it on
+/// this connection.
+pub fn serve(
+    shared: &Shared,
+    stream: &TcpStream,
+    id: u64,
+    mut head: Head,
+    mut head_len: usize,
+    mut buf: Vec<u8>,
+) {
+    // An idle keep-alive connection is dropped after as long as the
+    // server waits for a silent WebSocket peer.
+    let idle = shared.args.ping_interval + shared.args.ping_timeout;
+    loop {
+        add(&shared.counters.http_requests_total, 1);
+        let keep_alive = match head.version {
+            0 => head.has_token("connection", "keep-alive"),
+            _ => !head.has_token("connection", "close"),
+        };
+        if head.header("transfer-encoding").is_some() {
+            let _ = handshake::write_status(
+                stream,
+                411,
+                "chunked bodies are not accepted; send Content-Length",
+                "",
+            );
+            return;
+        }
+        let body_len = match head.header("content-length").map(str::parse::<usize>) {
+            None => 0,
+            Some(Ok(len)) => len,
+            Some(Err(_)) => {
+                let _ = handshake::write_status(stream, 400, "bad Content-Length", "");
+                return;
+            }
+        };
+        if body_len > shared.args.max_message_size {
+            let _ = handshake::write_status(stream, 413, "body over --max-message-size", "");
+            return;
+        }
+        let deadline = Instant::now() + shared.args.handshake_timeout;
+        if !read_body(stream, &mut buf, head_len + body_len, deadline) {
+            log::debug!("conn {id}: request body did not arrive");
+            return;
+        }
+        let body = &buf[head_len..head_len + body_len];
+        let (status, content_type, text) = respond(&shared.counters, &head, body);
+        let mut response = format!(
+            "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n",
+            reason_phrase(status),
+            text.len()
+        );
+        if status == 426 {
+            response.push_str("Upgrade: websocket\r\nConnection: Upgrade\r\n");
+        } else if !keep_alive {
+            response.push_str("Connection: close\r\n");
+        } else if head.version == 0 {
+            response.push_str("Connection: keep-alive\r\n");
+        }
+        response.push_str("\r\n");
+        if head.method != "HEAD" {
+            response.push_str(&text);
+        }
+        if (&*stream).write_all(response.as_bytes()).is_err() || !keep_alive {
+            return;
+        }
+        buf.drain(..head_len + body_len);
+        match handshake::read_head(stream, &mut buf, Instant::now() + idle) {
+            Ok((next, len)) => {
+                if next.wants_upgrade() {
+                    // An upgrade after plain requests on one connection is
+                    // legal but no client does it; say so rather than guess.
+                    let _ = handshake::write_status(
+                        stream,
+                        400,
+                        "upgrade must be the first request of a connection",
+                        "",
+                    );
+                    return;
+                }
+                head = next;
+                head_len = len;
+            }
+            Err(HeadError::Malformed(why)) => {
+                log::info!("conn {id}: malformed request head: {why}");
+                let _ = handshake::write_status(stream, 400, "malformed request", "");
+                return;
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// Reads until `buf` holds `want` bytes; false if the peer or the clock
+/// ran out first.
+fn read_body(stream: &TcpStream, buf: &mut Vec<u8>, want: usize, deadline: Instant) -> bool {
+    while buf.len() < want {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return false;
+        }
+        let start = buf.len();
+        buf.resize(want, 0);
+        match (&*stream).read(&mut buf[start..]) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buf.truncate(start + n),
+        }
+    }
+    true
+}
+
+fn respond(counters: &ServerCounters, head: &Head, body: &[u8]) -> (u16, &'static str, String) {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    let path = head.target.split('?').next().unwrap_or("");
+    match (head.method.as_str(), path) {
+        ("GET" | "HEAD", "/") => (200, TEXT, "Hello, HTTP!".into()),
+        ("POST", "/") => match std::str::from_utf8(body) {
+            Ok(text) => (200, TEXT, text_reply(text)),
+            Err(_) => (400, TEXT, "body is not utf-8\n".into()),
+        },
+        ("GET" | "HEAD", "/healthz") => (200, TEXT, "ok".into()),
+        ("GET" | "HEAD", "/metrics") => (
+            200,
+            "text/plain; version=0.0.4; charset=utf-8",
+            prometheus(counters),
+        ),
+        (_, "/" | "/healthz" | "/metrics") => (405, TEXT, "method not allowed\n".into()),
+        _ if route(&head.target).is_some() => (
+            426,
+            TEXT,
+            format!("{path} is a websocket endpoint: send Upgrade: websocket\n"),
+        ),
+        _ => (404, TEXT, format!("nothing at {path}\n")),
+    }
+}
+
+/// The counters in Prometheus text format 0.0.4.
+pub fn prometheus(c: &ServerCounters) -> String {
+    let metrics: [(&str, &str, &str, u64); 12] = [
+        (
+            "connections_current",
+            "gauge",
+            "Open connections, WebSocket and HTTP.",
+            get(&c.connections_current),
+        ),
+        (
+            "connections_total",
+            "counter",
+            "Connections accepted.",
+            get(&c.connections_total),
+        ),
+        (
+            "connections_rejected_total",
+            "counter",
+            "Connections refused over --max-connections.",
+            get(&c.connections_rejected_total),
+        ),
+        (
+            "handshake_failures_total",
+            "counter",
+            "Connections whose request head or handshake failed.",
+            get(&c.handshake_failures_total),
+        ),
+        (
+            "messages_received_total",
+            "counter",
+            "WebSocket data messages received.",
+            get(&c.messages_received_total),
+        ),
+        (
+            "messages_sent_total",
+            "counter",
+            "WebSocket data messages sent.",
+            get(&c.messages_sent_total),
+        ),
+        (
+            "bytes_received_total",
+            "counter",
+            "Payload bytes of WebSocket data messages received.",
+            get(&c.bytes_received_total),
+        ),
+        (
+            "bytes_sent_total",
+            "counter",
+            "Payload bytes of WebSocket data messages sent.",
+            get(&c.bytes_sent_total),
+        ),
+        (
+            "stats_jobs_pending",
+            "gauge",
+            "Background statistics jobs queued or running.",
+            get(&c.stats_jobs_pending),
+        ),
+        (
+            "stats_jobs_completed_total",
+            "counter",
+            "Background statistics jobs finished.",
+            get(&c.stats_jobs_completed_total),
+        ),
+        (
+            "slow_clients_dropped_total",
+            "counter",
+            "Connections dropped for not reading.",
+            get(&c.slow_clients_dropped_total),
+        ),
+        (
+            "http_requests_total",
+            "counter",
+            "Plain HTTP requests served.",
+            get(&c.http_requests_total),
+        ),
+    ];
+    let mut out = String::with_capacity(2048);
+    for (name, kind, help, value) in metrics {
+        let _ = write!(
+            out,
+            "# HELP wsbench_{name} {help}\n# TYPE wsbench_{name} {kind}\nwsbench_{name} {value}\n"
+        );
+    }
+    out
+}

@@ -1,0 +1,452 @@
+//! `wsbench server`: the accept loop, the connection limit, one OS thread
+//! per connection, and an orderly shutdown.
+//!
+//! Stages of a connection:
+//!
+//! ```text
+//! accept ─ over --max-connections? ─ yes ─> 503, counted, closed (no thread)
+//!    │ no
+//! thread conn-N (small stack) ─ read head (--handshake-timeout)
+//!    ├─ upgrade ─> 101 ─> net::Conn::run ─> endpoint (image.rs, ...)
+//!    └─ plain HTTP ─> http.rs (keep-alive)
+//! ```
+//!
+//! Shutdown ([`Handle::shutdown`]): stop accepting, send close 1001 to
+//! every WebSocket, give them a moment to answer, cut the rest, then wait
+//! for every queued statistics job and flush the stats log.
+
+pub mod handshake;
+pub mod http;
+pub mod image;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Socket, Type};
+use tungstenite::Message;
+use tungstenite::protocol::frame::coding::CloseCode;
+
+use crate::cli::ServerArgs;
+use crate::error::{Error, io_cause};
+use crate::metrics::{ServerCounters, add, get, sub};
+use crate::net::{Conn, Control, End, Heartbeat, Peer, Stop};
+use handshake::{Endpoint, HeadError, Upgrade};
+use image::{ImageConn, Jobs};
+
+/// Stack of a connection thread. Its deepest path is a handshake plus a
+/// log line; 256 KiB leaves ample room, and with a guard page 10,000
+/// connections take 20,000 of the 65,530 memory maps this machine allows.
+const CONN_STACK: usize = 256 * 1024;
+
+/// The listen backlog. Rust's `TcpListener::bind` asks for 128; a thousand
+/// clients connecting at once would overflow it and each dropped SYN waits
+/// a 1 s retransmit. The kernel caps it at net.core.somaxconn.
+const BACKLOG: i32 = 4096;
+
+/// How long connections get to answer our 1001 before they are cut.
+const CLOSE_GRACE: Duration = Duration::from_millis(1500);
+
+/// State every connection thread shares.
+pub struct Shared {
+    pub args: ServerArgs,
+    pub counters: Arc<ServerCounters>,
+    pub jobs: Arc<Jobs>,
+    stopping: AtomicBool,
+    next_id: AtomicU64,
+    peers: Mutex<HashMap<u64, Arc<Peer>>>,
+    peers_changed: Condvar,
+}
+
+impl Control for Shared {
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+}
+
+/// A running server.
+pub struct Handle {
+    pub addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    listener: Arc<TcpListener>,
+    acceptor: Option<thread::JoinHandle<()>>,
+}
+
+/// Binds and starts accepting on a background thread.
+pub fn start(args: ServerArgs) -> Result<Handle, Error> {
+    let shown = format!("{}:{}", args.host, args.port);
+    let bind_err = |e: io::Error| Error::Bind {
+        addr: shown.clone(),
+        cause: io_cause(&e),
+    };
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&(args.host.as_str(), args.port))
+        .map_err(bind_err)?
+        .next()
+        .ok_or_else(|| Error::Bind {
+            addr: shown.clone(),
+            cause: "no address".into(),
+        })?;
+    let listener = listen(addr).map_err(bind_err)?;
+    let addr = listener.local_addr().map_err(bind_err)?;
+    let counters = Arc::new(ServerCounters::default());
+    let jobs = Jobs::new(
+        args.pool_threads,
+        args.max_pending,
+        args.stats_log.as_deref(),
+        Arc::clone(&counters),
+    )
+    .map_err(Error::Other)?;
+    let shared = Arc::new(Shared {
+        args,
+        counters,
+        jobs: Arc::new(jobs),
+        stopping: AtomicBool::new(false),
+        next_id: AtomicU64::new(1),
+        peers: Mutex::new(HashMap::new()),
+        peers_changed: Condvar::new(),
+    });
+    let listener = Arc::new(listener);
+    let acceptor = {
+        let shared = Arc::clone(&shared);
+        let listener = Arc::clone(&listener);
+        thread::Builder::new()
+            .name("accept".into())
+            .spawn(move || accept_loop(&listener, &shared))
+            .map_err(|e| Error::Other(format!("cannot start the accept thread: {e}")))?
+    };
+    Ok(Handle {
+        addr,
+        shared,
+        listener,
+        acceptor: Some(acceptor),
+    })
+}
+
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    // A restarted server must be able to bind while old connections sit in
+    // TIME_WAIT (the chat client's reconnect test restarts on one port).
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
+impl Handle {
+    /// The `ws://HOST:PORT` others connect to.
+    pub fn url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    /// Stops accepting, closes every connection with 1001, finishes every
+    /// queued job and flushes the stats log; all within about 5 s.
+    pub fn shutdown(mut self) {
+        let shared = &self.shared;
+        shared.stopping.store(true, Ordering::Release);
+        // Wakes the blocked accept(): on Linux a listening socket shut down
+        // for reading fails accept with EINVAL.
+        unsafe {
+            libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RD);
+        }
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
+        let peers: Vec<Arc<Peer>> = shared.lock_peers().values().cloned().collect();
+        let mut busy = Vec::new();
+        for peer in peers {
+            // A peer whose writer is busy gets its 1001 from its own thread,
+            // which checks `stopping` as soon as its read wakes.
+            if !peer.try_close(CloseCode::Away, "server shutting down") {
+                busy.push(peer);
+            }
+        }
+        let deadline = Instant::now() + CLOSE_GRACE;
+        let left = shared.wait_peers_gone(deadline);
+        if left > 0 {
+            log::info!("cutting {left} connections that did not answer the close");
+            for peer in shared.lock_peers().values() {
+                peer.abort();
+            }
+            shared.wait_peers_gone(Instant::now() + Duration::from_millis(500));
+        }
+        let unfinished = shared.jobs.drain(Instant::now() + Duration::from_secs(3));
+        if unfinished > 0 {
+            log::error!("{unfinished} statistics jobs did not finish before exit");
+        }
+        drop(busy);
+    }
+}
+
+impl Shared {
+    fn lock_peers(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Peer>>> {
+        self.peers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wait_peers_gone(&self, deadline: Instant) -> usize {
+        let mut peers = self.lock_peers();
+        while !peers.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            peers = self
+                .peers_changed
+                .wait_timeout(peers, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        peers.len()
+    }
+}
+
+/// `wsbench server`: runs until Ctrl-C or SIGTERM.
+pub fn run(args: ServerArgs) -> Result<(), Error> {
+    raise_fd_limit(args.max_connections);
+    let handle = start(args)?;
+    {
+        use std::io::Write;
+        let mut out = io::stdout().lock();
+        // Scripts and tests wait for exactly this line.
+        let _ = writeln!(out, "listening on {}", handle.url());
+        let _ = out.flush();
+    }
+    log::info!(
+        "serving / and /image (response {}), /echo, /hello",
+        handle.shared.args.response.as_str()
+    );
+    crate::signal::wait();
+    log::info!("shutting down");
+    handle.shutdown();
+    Ok(())
+}
+
+/// Each connection holds one descriptor; the soft limit is often far
+/// below the hard one, so raise it and say when even the hard limit is
+/// too low for `--max-connections`.
+fn raise_fd_limit(max_connections: u32) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+    let needed = max_connections as u64 + 64;
+    if limit.rlim_cur < needed {
+        log::warn!(
+            "open-file limit is {}, below the {} that --max-connections {} needs; connections past it will fail to be accepted",
+            limit.rlim_cur,
+            needed,
+            max_connections
+        );
+    }
+}
+
+fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
+    let mut warned_fd_limit = false;
+    loop {
+        let (stream, _) = match listener.accept() {
+            Ok(accepted) => accepted,
+            Err(_) if shared.stopping() => return,
+            Err(e)
+                if e.raw_os_error() == Some(libc::EMFILE)
+                    || e.raw_os_error() == Some(libc::ENFILE) =>
+            {
+                if !warned_fd_limit {
+                    log::error!("cannot accept: {} (raise ulimit -n)", io_cause(&e));
+                    warned_fd_limit = true;
+                }
+                // Back off: the condition clears only when a connection
+                // closes, and retrying at once would spin a core.
+                thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+            Err(e) => {
+                log::debug!("accept failed: {}", io_cause(&e));
+                continue;
+            }
+        };
+        if shared.stopping() {
+            return;
+        }
+        let counters = &shared.counters;
+        if get(&counters.connections_current) >= shared.args.max_connections as u64 {
+            add(&counters.connections_rejected_total, 1);
+            refuse_busy(&stream, "connection limit reached");
+            continue;
+        }
+        add(&counters.connections_current, 1);
+        add(&counters.connections_total, 1);
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let conn_shared = Arc::clone(shared);
+        let spawned = thread::Builder::new()
+            .name(format!("conn-{id}"))
+            .stack_size(CONN_STACK)
+            .spawn(move || serve(&conn_shared, stream, id));
+        if let Err(e) = spawned {
+            // The stream moved into the closure and is closed with it; the
+            // client sees a reset, which is all we can offer without a thread.
+            sub(&counters.connections_current, 1);
+            add(&counters.connections_rejected_total, 1);
+            log::error!("cannot start a connection thread: {e}");
+        }
+    }
+}
+
+/// A 503 from the accept thread: the socket is fresh, so this short write
+/// lands in its empty send buffer without blocking.
+fn refuse_busy(stream: &TcpStream, why: &str) {
+    let _ = stream.set_nonblocking(true);
+    let _ = handshake::write_status(stream, 503, why, "Retry-After: 1\r\n");
+}
+
+/// Frees the connection's slot however its thread ends.
+struct Slot<'a>(&'a ServerCounters);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        sub(&self.0.connections_current, 1);
+    }
+}
+
+fn serve(shared: &Arc<Shared>, stream: TcpStream, id: u64) {
+    let _slot = Slot(&shared.counters);
+    let _ = stream.set_nodelay(true);
+    let deadline = Instant::now() + shared.args.handshake_timeout;
+    let mut buf = Vec::new();
+    let (head, head_len) = match handshake::read_head(&stream, &mut buf, deadline) {
+        Ok(parsed) => parsed,
+        Err(err) => return refuse_head(shared, &stream, id, err),
+    };
+    if !head.wants_upgrade() {
+        http::serve(shared, &stream, id, head, head_len, buf);
+        return;
+    }
+    let endpoint = match handshake::answer_upgrade(&stream, &head) {
+        Ok(Upgrade::Accepted(endpoint)) => endpoint,
+        Ok(Upgrade::Refused(status, why)) => {
+            add(&shared.counters.handshake_failures_total, 1);
+            log::info!("conn {id}: handshake refused with {status}: {why}");
+            return;
+        }
+        Err(e) => {
+            add(&shared.counters.handshake_failures_total, 1);
+            log::debug!("conn {id}: handshake reply failed: {}", io_cause(&e));
+            return;
+        }
+    };
+    buf.drain(..head_len);
+    let conn = match Conn::accept(
+        id,
+        stream,
+        buf,
+        Arc::clone(&shared.counters),
+        shared.args.max_message_size,
+        shared.args.ping_timeout,
+    ) {
+        Ok(conn) => conn,
+        Err(e) => {
+            log::debug!(
+                "conn {id}: lost right after the handshake: {}",
+                io_cause(&e)
+            );
+            return;
+        }
+    };
+    let peer = Arc::clone(&conn.peer);
+    shared.lock_peers().insert(id, Arc::clone(&peer));
+    log::debug!("conn {id}: {} on {}", peer.addr, head.target);
+    let heartbeat = Heartbeat {
+        interval: shared.args.ping_interval,
+        timeout: shared.args.ping_timeout,
+    };
+    let end = match endpoint {
+        Endpoint::Image { response } => {
+            let mut image = ImageConn {
+                jobs: Arc::clone(&shared.jobs),
+                response: response.unwrap_or(shared.args.response),
+                seq: 0,
+            };
+            conn.run(heartbeat, &**shared, |peer, msg| {
+                image.on_message(peer, msg)
+            })
+        }
+        Endpoint::Echo => conn.run(heartbeat, &**shared, |peer, msg| {
+            peer.send(msg)?;
+            Ok(())
+        }),
+        Endpoint::Hello => conn.run(heartbeat, &**shared, hello),
+    };
+    log_end(shared, id, &peer, &end);
+    shared.lock_peers().remove(&id);
+    shared.peers_changed.notify_all();
+}
+
+fn hello(peer: &Peer, message: Message) -> Result<(), Stop> {
+    let reply = match message {
+        Message::Text(text) => format!("Hello {text}!"),
+        _ => "Error: /hello expects text".to_string(),
+    };
+    peer.send(Message::text(reply))?;
+    Ok(())
+}
+
+fn refuse_head(shared: &Shared, stream: &TcpStream, id: u64, err: HeadError) {
+    let counters = &shared.counters;
+    match err {
+        HeadError::Empty => {}
+        HeadError::Timeout => {
+            add(&counters.handshake_failures_total, 1);
+            log::info!("conn {id}: no complete request head within the handshake timeout");
+        }
+        HeadError::Malformed(why) => {
+            add(&counters.handshake_failures_total, 1);
+            log::info!("conn {id}: malformed request head: {why}");
+            let _ = handshake::write_status(stream, 400, "malformed request", "");
+        }
+        HeadError::TooLarge => {
+            add(&counters.handshake_failures_total, 1);
+            log::info!("conn {id}: request head over {} bytes", handshake::MAX_HEAD);
+            let _ = handshake::write_status(stream, 431, "request head too large", "");
+        }
+        HeadError::Io(e) => log::debug!("conn {id}: {}", io_cause(&e)),
+    }
+}
+
+fn log_end(shared: &Shared, id: u64, peer: &Peer, end: &End) {
+    match end {
+        End::ClosedByPeer(code) => log::debug!("conn {id}: closed by peer ({code:?})"),
+        End::ClosedByUs(code, why) => {
+            if *code == CloseCode::Away || *code == CloseCode::Normal {
+                log::debug!("conn {id}: closed with {}", u16::from(*code));
+            } else {
+                log::info!(
+                    "conn {id} ({}): closed with {}: {why}",
+                    peer.addr,
+                    u16::from(*code)
+                );
+            }
+        }
+        End::PingTimeout => log::info!("conn {id} ({}): no answer to ping, closed", peer.addr),
+        End::SlowPeer => {
+            add(&shared.counters.slow_clients_dropped_total, 1);
+            log::info!(
+                "conn {id} ({}): not reading its replies, dropped",
+                peer.addr
+            );
+        }
+        End::Lost(why) => log::debug!("conn {id}: lost: {why}"),
+    }
+}

@@ -1,0 +1,473 @@
+//! `wsbench bench`: the image speed test. Sends `--count` copies of one
+//! seeded pseudo-random image, serially over one connection, serially over
+//! a connection each, or in parallel over a connection each on OS threads;
+//! times every message (connect, send, receive, total) and summarises.
+//!
+//! Without `--url` it starts an embedded server in this process, so one
+//! command runs the whole experiment. With `--url` it talks to any server
+//! that replies to a binary message with one text message: ours, or the
+//! original Python asyncio server whose reply is `Received: {len}`.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use tungstenite::{Bytes, Message, WebSocket};
+
+use crate::cli::{BenchArgs, BenchMode, ServerArgs};
+use crate::error::Error;
+use crate::metrics::{Latency, LatencySummary, human};
+use crate::net::{self, WsUrl};
+use crate::stats::{self, ImageStats};
+
+/// Client threads in parallel mode do a connect, one send and one read:
+/// a small stack lets a thousand of them start at once.
+const CLIENT_STACK: usize = 256 * 1024;
+
+/// One message's timings; the CSV row, columns in SPEC.md's order.
+#[derive(Debug, Clone, Serialize)]
+pub struct Record {
+    pub idx: u64,
+    pub start_unix_s: f64,
+    pub connect_s: f64,
+    pub send_s: f64,
+    pub recv_s: f64,
+    pub total_s: f64,
+    pub ok: bool,
+    pub error: String,
+}
+
+/// The run's figures, as printed and as `--json`.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub mode: &'static str,
+    pub url: String,
+    pub size: usize,
+    pub count: u64,
+    pub ok: u64,
+    pub failed: u64,
+    pub interrupted: bool,
+    pub wall_s: f64,
+    pub messages_per_s: f64,
+    pub mb_per_s: f64,
+    pub connect: LatencySummary,
+    pub send: LatencySummary,
+    pub recv: LatencySummary,
+    pub total: LatencySummary,
+}
+
+/// What every message needs: where to, what to send, how to judge the reply.
+struct Job {
+    url: WsUrl,
+    payload: Bytes,
+    expected: Option<ImageStats>,
+    timeout: Duration,
+}
+
+pub fn run(args: BenchArgs) -> Result<(), Error> {
+    let embedded = match &args.url {
+        Some(_) => None,
+        None => {
+            let server_args = ServerArgs {
+                port: 0,
+                response: args.response,
+                ..ServerArgs::default()
+            };
+            Some(crate::server::start(server_args)?)
+        }
+    };
+    let url_text = match (&args.url, &embedded) {
+        (Some(url), _) => url.clone(),
+        (None, Some(server)) => format!("{}/", server.url()),
+        (None, None) => unreachable!("an embedded server starts when --url is absent"),
+    };
+    let url = WsUrl::parse(&url_text).map_err(|why| Error::Url {
+        url: url_text.clone(),
+        why,
+    })?;
+    if embedded.is_some() {
+        log::info!(
+            "embedded server on {} (response {})",
+            url.text,
+            args.response.as_str()
+        );
+    }
+    let payload = stats::random_image(args.size, args.seed);
+    let expected = if args.verify {
+        ImageStats::compute(&payload)
+    } else {
+        None
+    };
+    let job = Job {
+        url,
+        payload: Bytes::from(payload),
+        expected,
+        timeout: args.timeout,
+    };
+    let progress = progress_bar(args.count);
+    let started = Instant::now();
+    let records = match args.mode {
+        BenchMode::Serial => run_serial(&job, args.count, &progress, true)?,
+        BenchMode::SerialShort => run_serial(&job, args.count, &progress, false)?,
+        BenchMode::Parallel => run_parallel(&job, args.count, args.concurrency, &progress),
+    };
+    let wall = started.elapsed();
+    progress.finish_and_clear();
+    if let Some(server) = embedded {
+        server.shutdown();
+    }
+
+    if let Some(path) = &args.out {
+        write_csv(path, &records)?;
+    }
+    let summary = summarise(&args, &job, &records, wall);
+    print_summary(&summary, args.json);
+
+    let failed: Vec<&Record> = records.iter().filter(|r| !r.ok).collect();
+    let all_failed = failed.len() as u64 == summary.count && summary.count > 0;
+    if let Some(cause) = failed
+        .first()
+        .and_then(|r| r.error.strip_prefix("connect: "))
+        .filter(|_| all_failed)
+    {
+        return Err(Error::Connect {
+            url: job.url.text.clone(),
+            cause: cause.to_string(),
+        });
+    }
+    if let Some(first) = failed.first() {
+        return Err(Error::MessagesFailed {
+            failed: failed.len() as u64,
+            total: records.len() as u64,
+            first: format!("message {}: {}", first.idx, first.error),
+        });
+    }
+    Ok(())
+}
+
+fn progress_bar(count: u64) -> ProgressBar {
+    // Never draw into a pipe or a file: a log full of bar redraws helps nobody.
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(count), ProgressDrawTarget::stderr());
+    if let Ok(style) =
+        ProgressStyle::with_template("{bar:40} {pos}/{len} messages  {per_sec}  eta {eta}")
+    {
+        bar.set_style(style);
+    }
+    bar
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Serial modes. `reuse`: one long-lived connection (reopened only after
+/// a failure broke it); otherwise a new connection per message.
+fn run_serial(
+    job: &Job,
+    count: u64,
+    progress: &ProgressBar,
+    reuse: bool,
+) -> Result<Vec<Record>, Error> {
+    let mut records = Vec::with_capacity(count as usize);
+    let mut socket: Option<WebSocket<std::net::TcpStream>> = None;
+    for idx in 0..count {
+        if crate::signal::interrupted() {
+            break;
+        }
+        let mut record = Record {
+            idx,
+            start_unix_s: unix_now(),
+            connect_s: 0.0,
+            send_s: 0.0,
+            recv_s: 0.0,
+            total_s: 0.0,
+            ok: false,
+            error: String::new(),
+        };
+        let started = Instant::now();
+        if socket.is_none() {
+            match net::connect(&job.url, job.timeout) {
+                Ok(connected) => {
+                    record.connect_s = (connected.tcp + connected.handshake).as_secs_f64();
+                    socket = Some(connected.socket);
+                }
+                Err(e) if idx == 0 => {
+                    return Err(Error::Connect {
+                        url: job.url.text.clone(),
+                        cause: e.to_string(),
+                    });
+                }
+                Err(e) => {
+                    record.error = format!("connect: {e}");
+                    record.total_s = started.elapsed().as_secs_f64();
+                    records.push(record);
+                    progress.inc(1);
+                    continue;
+                }
+            }
+        }
+        let ws = socket.as_mut().expect("connected just above");
+        let result = exchange(ws, job, &mut record);
+        record.total_s = started.elapsed().as_secs_f64();
+        match result {
+            Ok(()) => record.ok = true,
+            Err(e) => {
+                record.error = e;
+                socket = None;
+            }
+        }
+        if let Some(ws) = socket.take_if(|_| !reuse) {
+            close(ws);
+        }
+        records.push(record);
+        progress.inc(1);
+    }
+    if let Some(ws) = socket {
+        close(ws);
+    }
+    Ok(records)
+}
+
+/// A connection per message on OS threads, at most `concurrency` at once.
+fn run_parallel(job: &Job, count: u64, concurrency: u32, progress: &ProgressBar) -> Vec<Record> {
+    let next = AtomicU64::new(0);
+    let records = Mutex::new(Vec::with_capacity(count as usize));
+    let workers = (concurrency as u64).min(count);
+    thread::scope(|scope| {
+        for w in 0..workers {
+            let spawned = thread::Builder::new()
+                .name(format!("client-{w}"))
+                .stack_size(CLIENT_STACK)
+                .spawn_scoped(scope, || {
+                    let mut mine = Vec::new();
+                    loop {
+                        let idx = next.fetch_add(1, Ordering::Relaxed);
+                        if idx >= count || crate::signal::interrupted() {
+                            break;
+                        }
+                        mine.push(one_short_message(job, idx));
+                        progress.inc(1);
+                    }
+                    records
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .extend(mine);
+                });
+            if let Err(e) = spawned {
+                // Fewer workers than asked still finish every message.
+                log::warn!("started {w} of {workers} client threads: {e}");
+                break;
+            }
+        }
+    });
+    let mut records = records.into_inner().unwrap_or_else(|p| p.into_inner());
+    records.sort_by_key(|r| r.idx);
+    records
+}
+
+fn one_short_message(job: &Job, idx: u64) -> Record {
+    let mut record = Record {
+        idx,
+        start_unix_s: unix_now(),
+        connect_s: 0.0,
+        send_s: 0.0,
+        recv_s: 0.0,
+        total_s: 0.0,
+        ok: false,
+        error: String::new(),
+    };
+    let started = Instant::now();
+    match net::connect(&job.url, job.timeout) {
+        Ok(connected) => {
+            record.connect_s = (connected.tcp + connected.handshake).as_secs_f64();
+            let mut ws = connected.socket;
+            let result = exchange(&mut ws, job, &mut record);
+            record.total_s = started.elapsed().as_secs_f64();
+            match result {
+                Ok(()) => {
+                    record.ok = true;
+                    close(ws);
+                }
+                Err(e) => record.error = e,
+            }
+        }
+        Err(e) => {
+            record.total_s = started.elapsed().as_secs_f64();
+            record.error = format!("connect: {e}");
+        }
+    }
+    record
+}
+
+/// Sends the image and reads the reply into `record`'s send/recv times.
+fn exchange(
+    ws: &mut WebSocket<std::net::TcpStream>,
+    job: &Job,
+    record: &mut Record,
+) -> Result<(), String> {
+    let sent = Instant::now();
+    ws.send(Message::Binary(job.payload.clone()))
+        .map_err(|e| format!("send: {}", describe(e)))?;
+    let received = Instant::now();
+    record.send_s = received.duration_since(sent).as_secs_f64();
+    let reply = loop {
+        match ws.read() {
+            Ok(Message::Text(text)) => break text,
+            Ok(Message::Binary(_)) => return Err("reply: binary message, expected text".into()),
+            Ok(Message::Close(frame)) => {
+                return Err(match frame {
+                    Some(f) => format!(
+                        "reply: server closed with {} {}",
+                        u16::from(f.code),
+                        f.reason
+                    ),
+                    None => "reply: server closed the connection".into(),
+                });
+            }
+            Ok(_) => continue,
+            Err(e) => return Err(format!("reply: {}", describe(e))),
+        }
+    };
+    record.recv_s = received.elapsed().as_secs_f64();
+    check_reply(&reply, job)
+}
+
+fn check_reply(reply: &str, job: &Job) -> Result<(), String> {
+    match &job.expected {
+        Some(expected) => stats::parse_reply(reply)
+            .and_then(|parsed| parsed.check(expected))
+            .map_err(|e| format!("verify: {e}")),
+        None if reply.starts_with("Error") => Err(format!("server said: {reply}")),
+        None => Ok(()),
+    }
+}
+
+fn describe(err: tungstenite::Error) -> String {
+    match err {
+        tungstenite::Error::Io(e) => crate::error::io_cause(&e),
+        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
+            "connection closed".into()
+        }
+        tungstenite::Error::Protocol(
+            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+        ) => "connection reset by server".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Closes politely: our close frame, then wait for the server's (it closes
+/// the TCP connection first, so TIME_WAIT stays on its side).
+fn close(mut ws: WebSocket<std::net::TcpStream>) {
+    if ws.close(None).is_err() {
+        return;
+    }
+    while ws.read().is_ok() {}
+}
+
+fn write_csv(path: &std::path::Path, records: &[Record]) -> Result<(), Error> {
+    let fail = |cause: String| Error::Output {
+        path: path.display().to_string(),
+        cause,
+    };
+    let mut writer = csv::Writer::from_path(path).map_err(|e| fail(e.to_string()))?;
+    for record in records {
+        writer.serialize(record).map_err(|e| fail(e.to_string()))?;
+    }
+    writer.flush().map_err(|e| fail(crate::error::io_cause(&e)))
+}
+
+fn summarise(args: &BenchArgs, job: &Job, records: &[Record], wall: Duration) -> Summary {
+    let mut connect = Latency::default();
+    let mut send = Latency::default();
+    let mut recv = Latency::default();
+    let mut total = Latency::default();
+    let secs = Duration::from_secs_f64;
+    for r in records.iter().filter(|r| r.ok) {
+        if r.connect_s > 0.0 {
+            connect.record(secs(r.connect_s));
+        }
+        send.record(secs(r.send_s));
+        recv.record(secs(r.recv_s));
+        total.record(secs(r.total_s));
+    }
+    let ok = records.iter().filter(|r| r.ok).count() as u64;
+    let wall_s = wall.as_secs_f64();
+    Summary {
+        mode: args.mode.as_str(),
+        url: job.url.text.clone(),
+        size: args.size,
+        count: records.len() as u64,
+        ok,
+        failed: records.len() as u64 - ok,
+        interrupted: (records.len() as u64) < args.count,
+        wall_s,
+        messages_per_s: ok as f64 / wall_s,
+        mb_per_s: (ok as f64 * args.size as f64) / 1e6 / wall_s,
+        connect: connect.summary(),
+        send: send.summary(),
+        recv: recv.summary(),
+        total: total.summary(),
+    }
+}
+
+fn print_summary(s: &Summary, json: bool) {
+    let mut out = std::io::stdout().lock();
+    // A closed stdout (`| head`) is no reason to fail a finished run.
+    if json {
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string(s).expect("plain numbers and strings")
+        );
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "mode:       {} ({} bytes per message, {})",
+        s.mode, s.size, s.url
+    );
+    let _ = writeln!(
+        out,
+        "messages:   {} ok, {} failed{}",
+        s.ok,
+        s.failed,
+        if s.interrupted { " (interrupted)" } else { "" }
+    );
+    let _ = writeln!(out, "wall time:  {:.3} s", s.wall_s);
+    let _ = writeln!(
+        out,
+        "throughput: {:.1} messages/s, {:.1} MB/s",
+        s.messages_per_s, s.mb_per_s
+    );
+    let _ = writeln!(
+        out,
+        "{:<10} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "", "min", "p50", "p90", "p99", "max"
+    );
+    for (name, l) in [
+        ("connect", &s.connect),
+        ("send", &s.send),
+        ("recv", &s.recv),
+        ("total", &s.total),
+    ] {
+        let _ = writeln!(
+            out,
+            "{:<10} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            name,
+            human(l.min),
+            human(l.p50),
+            human(l.p90),
+            human(l.p99),
+            human(l.max)
+        );
+    }
+}

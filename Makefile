@@ -1,0 +1,54 @@
+# wsbench: build, run, test, measure. `make test` needs only cargo and
+# python3: it creates the interop peers' venv (.venv, git-ignored) itself.
+
+CARGO   ?= cargo
+PYTHON  ?= python3
+VENV    := .venv
+BIN     := target/release/wsbench
+HOST    ?= 127.0.0.1
+PORT    ?= 7788
+URL     ?= ws://$(HOST):$(PORT)/
+COUNT   ?= 1000
+
+.PHONY: build run-server run-client test venv bench bench-quick fmt lint clean
+
+build:
+	$(CARGO) build --release --locked
+
+## The server for run-client (Ctrl-C stops it).
+run-server: build
+	$(BIN) server --host $(HOST) --port $(PORT)
+
+## The original experiment against run-server: serial, then parallel.
+run-client: build
+	$(BIN) bench --url $(URL) --count $(COUNT) --mode serial --out results-serial.csv
+	$(BIN) bench --url $(URL) --count $(COUNT) --mode parallel --out results-parallel.csv
+
+$(VENV)/.stamp: tests/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+	touch $@
+
+venv: $(VENV)/.stamp
+
+## Format, lints, unit and integration tests (release: the tests push real images).
+test: $(VENV)/.stamp
+	$(CARGO) fmt --check
+	$(CARGO) clippy --release --locked --all-targets -- -D warnings
+	$(CARGO) test --release --locked
+
+## Every figure the issues ask for; writes target/bench/results.md.
+bench: build
+	$(CARGO) bench --locked --bench e2e
+	$(CARGO) bench --locked --bench stats -- --noplot
+
+## A quick pass of the same suite.
+bench-quick: build
+	WSBENCH_QUICK=1 $(CARGO) bench --locked --bench e2e
+
+fmt:
+	$(CARGO) fmt
+
+clean:
+	$(CARGO) clean
+	rm -rf $(VENV)

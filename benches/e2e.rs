@@ -1,0 +1,375 @@
+//! `make bench`: the end-to-end figures of #3, each against a baseline
+//! measured in the same run, variants interleaved (A B A B) so the noise of
+//! a 2-core machine hits both alike. Medians of the repeats are reported.
+//!
+//! - kernel: ImageStats::compute on 480,000 bytes, µs and GB/s.
+//! - serial images: `wsbench bench --mode serial` (slow replies) against the
+//!   ideal 1 / (raw-TCP 480 KB round trip + kernel time).
+//! - text ping: WebSocket `ping`/`Pong!` round trips on `/` against a
+//!   raw-TCP 16-byte request/reply.
+//! - parallel 1000 and serial-short: wall time, p50/p99, listen overflows.
+//!
+//! Writes target/bench/results.md and target/bench/results.json.
+//! WSBENCH_QUICK=1 runs a smaller pass.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::Instant;
+
+use serde::Serialize;
+use tungstenite::Message;
+use wsbench::stats::{ImageStats, random_image};
+
+const BIN: &str = env!("CARGO_BIN_EXE_wsbench");
+const IMAGE: usize = 480_000;
+
+#[derive(Serialize)]
+struct Figure {
+    name: String,
+    value: f64,
+    unit: &'static str,
+    target: Option<String>,
+    met: Option<bool>,
+    note: String,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// A raw-TCP peer: reads `request` bytes, answers 16, forever, per connection.
+fn raw_server(request: usize) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            thread::spawn(move || {
+                stream.set_nodelay(true).unwrap();
+                let mut buf = vec![0u8; request];
+                while stream.read_exact(&mut buf).is_ok() {
+                    if stream.write_all(&[b'k'; 16]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Round trips per second of `request` bytes out, 16 back, over one connection.
+fn raw_round_trips(addr: &str, request: &[u8], n: usize) -> f64 {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    let mut reply = [0u8; 16];
+    let start = Instant::now();
+    for _ in 0..n {
+        s.write_all(request).unwrap();
+        s.read_exact(&mut reply).unwrap();
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// WebSocket text round trips per second on `/`.
+fn ws_text_round_trips(url: &str, n: usize) -> f64 {
+    let (mut ws, _) = tungstenite::connect(url).unwrap();
+    if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
+        s.set_nodelay(true).unwrap();
+    }
+    let start = Instant::now();
+    for i in 0..n {
+        ws.send(Message::text(format!("Ping {i}!"))).unwrap();
+        match ws.read().unwrap() {
+            Message::Text(t) if t.as_str() == "Pong!" => {}
+            other => panic!("unexpected reply {other:?}"),
+        }
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    let _ = ws.close(None);
+    rate
+}
+
+fn kernel_us() -> f64 {
+    let image = random_image(IMAGE, 42);
+    let mut samples = Vec::new();
+    for _ in 0..7 {
+        let start = Instant::now();
+        for _ in 0..200 {
+            std::hint::black_box(ImageStats::compute(std::hint::black_box(&image)));
+        }
+        samples.push(start.elapsed().as_secs_f64() / 200.0 * 1e6);
+    }
+    median(samples)
+}
+
+struct ServerProc(Child, String);
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_server(args: &[&str]) -> ServerProc {
+    let mut child = Command::new(BIN)
+        .args(["server", "--port", "0"])
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ws://")
+        .unwrap()
+        .to_string();
+    ServerProc(child, addr)
+}
+
+fn bench_json(args: &[&str]) -> serde_json::Value {
+    let out = Command::new(BIN)
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "wsbench bench {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn listen_overflows() -> u64 {
+    let text = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("TcpExt:")).collect();
+    if lines.len() < 2 {
+        return 0;
+    }
+    let names = lines[0].split_whitespace();
+    let values = lines[1].split_whitespace();
+    names
+        .zip(values)
+        .find(|(n, _)| *n == "ListenOverflows")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn main() {
+    // `cargo bench` passes --bench; nothing else to parse.
+    let quick = std::env::var_os("WSBENCH_QUICK").is_some();
+    let repeats = if quick { 2 } else { 5 };
+    let count = if quick { 300 } else { 1000 };
+    let pings = if quick { 3000 } else { 10_000 };
+    let mut figures = Vec::new();
+    let mut add = |name: &str,
+                   value: f64,
+                   unit: &'static str,
+                   target: Option<(String, bool)>,
+                   note: String| {
+        println!(
+            "{name:<48} {value:>12.2} {unit:<14} {}",
+            target.as_ref().map_or(String::new(), |(t, met)| format!(
+                "target {t}: {}",
+                if *met { "met" } else { "NOT met" }
+            ))
+        );
+        figures.push(Figure {
+            name: name.to_string(),
+            value,
+            unit,
+            met: target.as_ref().map(|t| t.1),
+            target: target.map(|t| t.0),
+            note,
+        });
+    };
+
+    let kernel = kernel_us();
+    let kernel_gbps = IMAGE as f64 / (kernel * 1e-6) / 1e9;
+    add(
+        "kernel: µs per 480,000-byte image",
+        kernel,
+        "µs",
+        None,
+        "ImageStats::compute, one core, median of 7×200".into(),
+    );
+    add(
+        "kernel: throughput",
+        kernel_gbps,
+        "GB/s",
+        Some(("≥ 4 GB/s".into(), kernel_gbps >= 4.0)),
+        String::new(),
+    );
+
+    let server = start_server(&[]);
+    let url = format!("ws://{}/", server.1);
+    let raw_image = raw_server(IMAGE);
+    let raw_text = raw_server(16);
+    let image = random_image(IMAGE, 42);
+    let count_s = count.to_string();
+
+    // Serial images and text pings, interleaved with their raw baselines.
+    let (mut raw_img, mut ws_img, mut ratio_img) = (vec![], vec![], vec![]);
+    let (mut raw_txt, mut ws_txt, mut ratio_txt) = (vec![], vec![], vec![]);
+    for _ in 0..repeats {
+        let raw = raw_round_trips(&raw_image, &image, count);
+        let run = bench_json(&["--url", &url, "--mode", "serial", "--count", &count_s]);
+        let ws = run["messages_per_s"].as_f64().unwrap();
+        let ideal = 1.0 / (1.0 / raw + kernel * 1e-6);
+        raw_img.push(raw);
+        ws_img.push(ws);
+        ratio_img.push(ws / ideal);
+
+        let raw = raw_round_trips(&raw_text, &[b'p'; 16], pings);
+        let ws = ws_text_round_trips(&url, pings);
+        raw_txt.push(raw);
+        ws_txt.push(ws);
+        ratio_txt.push(ws / raw);
+    }
+    add(
+        "raw TCP 480 KB round trips",
+        median(raw_img),
+        "per s",
+        None,
+        format!("{repeats} runs of {count}"),
+    );
+    add(
+        "serial image round trips (slow replies)",
+        median(ws_img.clone()),
+        "per s",
+        None,
+        format!("wsbench bench --mode serial --count {count}"),
+    );
+    let r = median(ratio_img);
+    add(
+        "serial images / ideal (raw RTT + kernel)",
+        r,
+        "ratio",
+        Some(("≥ 0.75".into(), r >= 0.75)),
+        "per-run ratio, median".into(),
+    );
+    add(
+        "raw TCP 16-byte round trips",
+        median(raw_txt),
+        "per s",
+        None,
+        format!("{repeats} runs of {pings}"),
+    );
+    add(
+        "WebSocket text ping round trips on /",
+        median(ws_txt),
+        "per s",
+        None,
+        String::new(),
+    );
+    let r = median(ratio_txt);
+    add(
+        "WebSocket text / raw TCP",
+        r,
+        "ratio",
+        Some(("≥ 0.9".into(), r >= 0.9)),
+        "per-run ratio, median".into(),
+    );
+
+    // Parallel and serial-short: a connection per message.
+    let overflows_before = listen_overflows();
+    for (mode, extra) in [
+        ("parallel", &["--concurrency", "1000"][..]),
+        ("serial-short", &[][..]),
+    ] {
+        let (mut wall, mut p50, mut p99, mut rate) = (vec![], vec![], vec![], vec![]);
+        for _ in 0..repeats.min(3) {
+            let mut args = vec!["--url", &url, "--mode", mode, "--count", &count_s];
+            args.extend_from_slice(extra);
+            let run = bench_json(&args);
+            assert_eq!(run["failed"], 0, "{mode} had failures");
+            wall.push(run["wall_s"].as_f64().unwrap());
+            rate.push(run["messages_per_s"].as_f64().unwrap());
+            p50.push(run["total"]["p50"].as_f64().unwrap() * 1e3);
+            p99.push(run["total"]["p99"].as_f64().unwrap() * 1e3);
+        }
+        add(
+            &format!("{mode} {count}: wall time"),
+            median(wall),
+            "s",
+            None,
+            String::new(),
+        );
+        add(
+            &format!("{mode} {count}: messages/s"),
+            median(rate),
+            "per s",
+            None,
+            String::new(),
+        );
+        add(
+            &format!("{mode} {count}: total p50"),
+            median(p50),
+            "ms",
+            None,
+            String::new(),
+        );
+        add(
+            &format!("{mode} {count}: total p99"),
+            median(p99),
+            "ms",
+            None,
+            String::new(),
+        );
+    }
+    let overflows = listen_overflows() - overflows_before;
+    add(
+        "listen overflows during parallel runs",
+        overflows as f64,
+        "count",
+        Some(("0".into(), overflows == 0)),
+        "TcpExt ListenOverflows delta".into(),
+    );
+    drop(server);
+
+    write_results(&figures, quick);
+}
+
+fn write_results(figures: &[Figure], quick: bool) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut md = format!(
+        "# wsbench benchmark results{}\n\n| figure | value | unit | target | met | note |\n|---|---:|---|---|---|---|\n",
+        if quick { " (quick pass)" } else { "" }
+    );
+    for f in figures {
+        md.push_str(&format!(
+            "| {} | {:.2} | {} | {} | {} | {} |\n",
+            f.name,
+            f.value,
+            f.unit,
+            f.target.as_deref().unwrap_or(""),
+            f.met.map_or("", |m| if m { "yes" } else { "no" }),
+            f.note
+        ));
+    }
+    std::fs::write(dir.join("results.md"), md).unwrap();
+    std::fs::write(
+        dir.join("results.json"),
+        serde_json::to_string_pretty(figures).unwrap(),
+    )
+    .unwrap();
+    println!("wrote {}", dir.join("results.md").display());
+}

@@ -1,0 +1,339 @@
+//! Shared test furniture: a server guard that waits for the `listening on`
+//! line (never a sleep), a per-test timeout that names the test and kills
+//! its child processes, and small WebSocket client helpers.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, unbounded};
+use tungstenite::{Message, WebSocket};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_wsbench");
+
+/// Pids of every child a test started, so a timed-out test can kill them.
+static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+fn track(pid: u32) {
+    CHILDREN.lock().unwrap().push(pid);
+}
+
+fn untrack(pid: u32) {
+    CHILDREN.lock().unwrap().retain(|&p| p != pid);
+}
+
+/// Runs `body` on a thread; fails the test, naming it, if it overruns.
+pub fn with_timeout<F: FnOnce() + Send + 'static>(name: &str, limit: Duration, body: F) {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let worker = thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
+            let _ = tx.send(result);
+        })
+        .unwrap();
+    match rx.recv_timeout(limit) {
+        Ok(Ok(())) => {
+            worker.join().unwrap();
+        }
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(_) => {
+            for pid in CHILDREN.lock().unwrap().drain(..) {
+                unsafe {
+                    libc::kill(pid as i32, libc::SIGKILL);
+                }
+            }
+            panic!("test `{name}` did not finish within {limit:?}");
+        }
+    }
+}
+
+/// Lines a child prints, collected on a thread; tests wait on them.
+pub struct Lines {
+    rx: Receiver<String>,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl Lines {
+    fn spawn(reader: impl Read + Send + 'static) -> Lines {
+        let (tx, rx) = unbounded();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let all = Arc::clone(&seen);
+        thread::spawn(move || {
+            for line in BufReader::new(reader).lines() {
+                let Ok(line) = line else { break };
+                all.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+        Lines { rx, seen }
+    }
+
+    /// Waits for a line containing `needle`; returns it.
+    pub fn wait_for(&self, needle: &str, limit: Duration) -> Option<String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return Some(line),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Every line so far, including those already waited past.
+    pub fn all(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// A process started by a test, killed and reaped on drop.
+pub struct Proc {
+    pub child: Child,
+    reaper: Option<Receiver<ExitStatus>>,
+    exited: Option<ExitStatus>,
+    pub stdout: Lines,
+    pub stderr: Lines,
+}
+
+impl Proc {
+    pub fn spawn(mut command: Command) -> Proc {
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+        track(child.id());
+        let stdout = Lines::spawn(child.stdout.take().unwrap());
+        let stderr = Lines::spawn(child.stderr.take().unwrap());
+        Proc {
+            child,
+            reaper: None,
+            exited: None,
+            stdout,
+            stderr,
+        }
+    }
+
+    pub fn signal(&self, signal: i32) {
+        unsafe {
+            libc::kill(self.child.id() as i32, signal);
+        }
+    }
+
+    /// Waits for the process to exit within `limit`: a thread blocks in
+    /// waitpid and reports, so the wait ends the moment the child does.
+    pub fn wait(&mut self, limit: Duration) -> Option<ExitStatus> {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(status) = self.exited {
+            return Some(status);
+        }
+        let pid = self.child.id() as libc::pid_t;
+        let rx = self.reaper.get_or_insert_with(|| {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            thread::spawn(move || {
+                let mut status = 0;
+                // SAFETY: waitpid writes only the status int we pass.
+                if unsafe { libc::waitpid(pid, &mut status, 0) } == pid {
+                    let _ = tx.send(ExitStatus::from_raw(status));
+                }
+            });
+            rx
+        });
+        let status = rx.recv_timeout(limit).ok()?;
+        self.exited = Some(status);
+        Some(status)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.exited.is_none() {
+            let _ = self.child.kill();
+            // Reaped here, or by the waitpid thread if one is blocked on it.
+            if self.reaper.is_none() {
+                let _ = self.child.wait();
+            }
+        }
+        untrack(self.child.id());
+    }
+}
+
+/// `wsbench server --port 0 ARGS`, started and listening.
+pub struct Server {
+    pub proc: Proc,
+    /// `127.0.0.1:PORT`
+    pub addr: String,
+}
+
+impl Server {
+    pub fn start(args: &[&str]) -> Server {
+        let mut command = Command::new(BIN);
+        command.args(["server", "--port", "0"]).args(args);
+        command.env("RUST_LOG", "info");
+        Self::from_command(command)
+    }
+
+    /// Any command that prints `listening on ws://HOST:PORT` when ready.
+    pub fn from_command(command: Command) -> Server {
+        let proc = Proc::spawn(command);
+        let line = proc
+            .stdout
+            .wait_for("listening on ws://", Duration::from_secs(20))
+            .unwrap_or_else(|| {
+                panic!(
+                    "server did not print its listening line; stderr: {:?}",
+                    proc.stderr.all()
+                )
+            });
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ws://")
+            .unwrap()
+            .to_string();
+        Server { proc, addr }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    pub fn http_get(&self, path: &str) -> String {
+        http_request(
+            &self.addr,
+            &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        )
+    }
+
+    /// One value of `/metrics`.
+    pub fn metric(&self, name: &str) -> u64 {
+        let body = self.http_get("/metrics");
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in /metrics: {body}"))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// SIGTERM, then the exit status within `limit`.
+    pub fn terminate(&mut self, limit: Duration) -> ExitStatus {
+        self.proc.signal(libc::SIGTERM);
+        self.proc
+            .wait(limit)
+            .unwrap_or_else(|| panic!("server did not exit within {limit:?} of SIGTERM"))
+    }
+}
+
+/// Sends a raw request and reads until the server closes.
+pub fn http_request(addr: &str, request: &str) -> String {
+    use std::io::Write;
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+}
+
+pub type Ws = WebSocket<TcpStream>;
+
+pub fn connect(url: &str) -> Ws {
+    let (ws, _) = tungstenite::connect(url).unwrap_or_else(|e| panic!("connect {url}: {e}"));
+    if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    }
+    // Re-wrap as a plain stream type so helpers take one type.
+    let stream = match ws.into_inner() {
+        tungstenite::stream::MaybeTlsStream::Plain(s) => s,
+        _ => unreachable!("ws:// only"),
+    };
+    WebSocket::from_raw_socket(stream, tungstenite::protocol::Role::Client, None)
+}
+
+/// Sends `message` and returns the next text reply.
+pub fn round_trip(ws: &mut Ws, message: Message) -> String {
+    ws.send(message).unwrap();
+    next_text(ws)
+}
+
+pub fn next_text(ws: &mut Ws) -> String {
+    loop {
+        match ws.read().unwrap() {
+            Message::Text(t) => return t.to_string(),
+            Message::Binary(b) => panic!("expected text, got {} binary bytes", b.len()),
+            Message::Close(f) => panic!("expected text, got close {f:?}"),
+            _ => {}
+        }
+    }
+}
+
+/// The Python of the project's venv (made by `make test`).
+pub fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("WSBENCH_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "{} is missing: run `make test` (it creates the venv with the interop peers)",
+        venv.display()
+    );
+    venv
+}
+
+pub fn peer_script(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/peers")
+        .join(name)
+}
+
+/// Runs `wsbench ARGS` to completion within `limit`.
+pub fn wsbench(args: &[&str], limit: Duration) -> Output {
+    run_bounded(Command::new(BIN).args(args), limit)
+}
+
+pub fn run_bounded(command: &mut Command, limit: Duration) -> Output {
+    command.stdin(Stdio::null());
+    let mut proc = Proc::spawn(std::mem::replace(command, Command::new("true")));
+    let status = proc.wait(limit).unwrap_or_else(|| {
+        panic!(
+            "command did not finish within {limit:?}; stderr: {:?}",
+            proc.stderr.all()
+        )
+    });
+    // The reader threads hit EOF once the process is gone; wait for them.
+    let drain = |lines: &Lines| {
+        while lines.rx.recv_timeout(Duration::from_secs(2)).is_ok() {}
+        lines.all().join("\n")
+    };
+    Output {
+        status,
+        stdout: drain(&proc.stdout).into_bytes(),
+        stderr: drain(&proc.stderr).into_bytes(),
+    }
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A fresh directory under the system temp dir for one test's files.
+pub fn tempdir() -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("wsbench-test-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

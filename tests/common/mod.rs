@@ -13,6 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, unbounded};
+use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_wsbench");
@@ -247,19 +248,16 @@ pub fn http_request(addr: &str, request: &str) -> String {
     response
 }
 
-pub type Ws = WebSocket<TcpStream>;
+pub type Ws = WebSocket<MaybeTlsStream<TcpStream>>;
 
+/// Connects with a 10 s read timeout. The socket stays inside the
+/// WebSocket: taking it out would drop bytes read past the handshake.
 pub fn connect(url: &str) -> Ws {
     let (ws, _) = tungstenite::connect(url).unwrap_or_else(|e| panic!("connect {url}: {e}"));
-    if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
+    if let MaybeTlsStream::Plain(s) = ws.get_ref() {
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     }
-    // Re-wrap as a plain stream type so helpers take one type.
-    let stream = match ws.into_inner() {
-        tungstenite::stream::MaybeTlsStream::Plain(s) => s,
-        _ => unreachable!("ws:// only"),
-    };
-    WebSocket::from_raw_socket(stream, tungstenite::protocol::Role::Client, None)
+    ws
 }
 
 /// Sends `message` and returns the next text reply.

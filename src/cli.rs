@@ -81,6 +81,13 @@ pub struct ServerArgs {
     /// Close a connection that sends nothing for this long after a ping.
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     pub ping_timeout: Duration,
+    /// Chat: messages that may wait for one client; past that (or past
+    /// --max-queue-bytes) the client is dropped with 1008.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_queue: u32,
+    /// Chat: payload bytes that may wait for one client.
+    #[arg(long, default_value = "16MiB", value_parser = parse_size)]
+    pub max_queue_bytes: usize,
     /// Append one JSON line per background statistics job to FILE.
     #[arg(long, value_name = "FILE")]
     pub stats_log: Option<PathBuf>,

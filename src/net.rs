@@ -34,9 +34,11 @@
 use std::borrow::Cow;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
 
 use tungstenite::error::{CapacityError, ProtocolError};
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -132,6 +134,24 @@ impl Peer {
         Ok(())
     }
 
+    /// Sends several messages with one flush (one lock, one syscall for
+    /// small messages).
+    pub fn send_all(&self, messages: impl Iterator<Item = Message>) -> tungstenite::Result<()> {
+        let mut writer = self.writer();
+        let (mut count, mut bytes) = (0, 0);
+        for message in messages {
+            if matches!(message, Message::Text(_) | Message::Binary(_)) {
+                count += 1;
+                bytes += message.len() as u64;
+            }
+            writer.write(message)?;
+        }
+        writer.flush()?;
+        add(&self.counters.messages_sent_total, count);
+        add(&self.counters.bytes_sent_total, bytes);
+        Ok(())
+    }
+
     /// Sends a close frame once; later calls do nothing.
     pub fn close(&self, code: CloseCode, reason: &str) -> tungstenite::Result<()> {
         if self.close_sent.swap(true, Ordering::AcqRel) {
@@ -182,6 +202,149 @@ fn truncate_reason(reason: &str) -> &str {
         end -= 1;
     }
     &reason[..end]
+}
+
+/// A bounded queue of messages for one peer, drained into the peer's
+/// socket by its writer thread ([`spawn_writer`]). Pushing never blocks: a
+/// peer whose queue is full (in messages or in bytes) is marked slow, its
+/// backlog is discarded, and its writer closes it with 1008 (#4).
+///
+/// The channel is unbounded and the bounds are our own counters: a bounded
+/// crossbeam channel allocates every slot up front, which every idle chat
+/// client would pay for.
+pub struct Outbox {
+    tx: Sender<Message>,
+    wake: Sender<()>,
+    queued: AtomicUsize,
+    queued_bytes: AtomicUsize,
+    max_messages: usize,
+    max_bytes: usize,
+    overflowed: AtomicBool,
+}
+
+/// What became of a pushed message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Push {
+    Queued,
+    /// The queue just overflowed: the peer is being dropped (count it once).
+    Overflowed,
+    /// The peer was already being dropped, or its writer is gone.
+    Dropped,
+}
+
+impl Outbox {
+    pub fn push(&self, message: Message) -> Push {
+        if self.overflowed.load(Ordering::Acquire) {
+            return Push::Dropped;
+        }
+        let len = message.len();
+        let bytes = self.queued_bytes.fetch_add(len, Ordering::AcqRel) + len;
+        let count = self.queued.fetch_add(1, Ordering::AcqRel) + 1;
+        if bytes > self.max_bytes || count > self.max_messages {
+            self.taken(len);
+            if self.overflowed.swap(true, Ordering::AcqRel) {
+                return Push::Dropped;
+            }
+            let _ = self.wake.try_send(());
+            return Push::Overflowed;
+        }
+        match self.tx.send(message) {
+            Ok(()) => Push::Queued,
+            Err(_) => {
+                self.taken(len);
+                Push::Dropped
+            }
+        }
+    }
+
+    fn taken(&self, len: usize) {
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+        self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+    }
+
+    pub fn overflowed(&self) -> bool {
+        self.overflowed.load(Ordering::Acquire)
+    }
+}
+
+/// Most messages one flush of the writer thread takes from the outbox.
+const WRITE_BATCH: usize = 256;
+
+/// Starts the writer thread of `peer` with an outbox of at most
+/// `max_messages` messages and `max_bytes` payload bytes. The thread ends
+/// when every `Arc<Outbox>` is dropped (after sending what is queued), when
+/// a send fails, or after closing an overflowed peer with 1008; it returns
+/// how the peer ended if the writer ended it.
+pub fn spawn_writer(
+    peer: Arc<Peer>,
+    max_messages: usize,
+    max_bytes: usize,
+) -> io::Result<(Arc<Outbox>, std::thread::JoinHandle<Option<End>>)> {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let (wake, woken) = crossbeam_channel::bounded(1);
+    let outbox = Arc::new(Outbox {
+        tx,
+        wake,
+        queued: AtomicUsize::new(0),
+        queued_bytes: AtomicUsize::new(0),
+        max_messages,
+        max_bytes,
+        overflowed: AtomicBool::new(false),
+    });
+    let mine = Arc::clone(&outbox);
+    let handle = std::thread::Builder::new()
+        .name(format!("conn-{}-writer", peer.id))
+        .stack_size(128 * 1024)
+        .spawn(move || drain_outbox(&peer, &mine, &rx, &woken))?;
+    Ok((outbox, handle))
+}
+
+fn drain_outbox(
+    peer: &Peer,
+    outbox: &Outbox,
+    rx: &Receiver<Message>,
+    woken: &Receiver<()>,
+) -> Option<End> {
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    loop {
+        let first = crossbeam_channel::select! {
+            recv(rx) -> message => message.ok(),
+            recv(woken) -> _ => None,
+        };
+        if outbox.overflowed() {
+            // Whatever is still queued would only delay the close frame.
+            while rx.try_recv().is_ok() {}
+            let _ = peer.close(
+                CloseCode::Policy,
+                "outgoing queue full: client is not reading",
+            );
+            let _ = peer.stream.shutdown(Shutdown::Write);
+            return Some(End::SlowPeer);
+        }
+        // A burst goes out in one flush: one syscall instead of one per
+        // message is what lets a reading client keep up with a fast room.
+        batch.push(first?);
+        batch.extend(rx.try_iter().take(WRITE_BATCH - 1));
+        for message in &batch {
+            outbox.taken(message.len());
+        }
+        if let Err(err) = peer.send_all(batch.drain(..)) {
+            return match err {
+                tungstenite::Error::Io(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    // Unwritable past the write timeout (--ping-timeout).
+                    let _ = peer.try_close(CloseCode::Policy, "client is not reading");
+                    peer.abort();
+                    Some(End::SlowPeer)
+                }
+                _ => None,
+            };
+        }
+    }
 }
 
 /// Ping schedule of a connection.
@@ -261,8 +424,13 @@ impl Conn {
             Role::Server,
             Some(config),
         );
-        let writer =
-            WebSocket::from_raw_socket(WriteHalf(Arc::clone(&stream)), Role::Server, Some(config));
+        // Frames buffer up to 64 KiB until a flush, so a batch of small
+        // messages is one write; `send` flushes every message itself.
+        let writer = WebSocket::from_raw_socket(
+            WriteHalf(Arc::clone(&stream)),
+            Role::Server,
+            Some(config.write_buffer_size(64 * 1024)),
+        );
         let peer = Arc::new(Peer {
             id,
             addr,

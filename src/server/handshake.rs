@@ -28,6 +28,10 @@ pub enum Endpoint {
     },
     Echo,
     Hello,
+    /// `/chat` is the room `lobby`; `/chat/{room}` any other.
+    Chat {
+        room: String,
+    },
 }
 
 /// Maps a request target to an endpoint; `None` is a 404.
@@ -44,7 +48,15 @@ pub fn route(target: &str) -> Option<Endpoint> {
         }
         "/echo" => Some(Endpoint::Echo),
         "/hello" => Some(Endpoint::Hello),
-        _ => None,
+        "/chat" => Some(Endpoint::Chat {
+            room: "lobby".into(),
+        }),
+        _ => match path.strip_prefix("/chat/") {
+            Some(room) if !room.is_empty() && !room.contains('/') => Some(Endpoint::Chat {
+                room: room.to_string(),
+            }),
+            _ => None,
+        },
     }
 }
 
@@ -260,6 +272,20 @@ mod tests {
         );
         assert_eq!(route("/echo"), Some(Endpoint::Echo));
         assert_eq!(route("/hello"), Some(Endpoint::Hello));
+        assert_eq!(
+            route("/chat"),
+            Some(Endpoint::Chat {
+                room: "lobby".into()
+            })
+        );
+        assert_eq!(
+            route("/chat/blue?x=1"),
+            Some(Endpoint::Chat {
+                room: "blue".into()
+            })
+        );
+        assert_eq!(route("/chat/"), None);
+        assert_eq!(route("/chat/a/b"), None);
         assert_eq!(route("/nope"), None);
         assert_eq!(route("/image/extra"), None);
     }

@@ -15,6 +15,7 @@
 //! every WebSocket, give them a moment to answer, cut the rest, then wait
 //! for every queued statistics job and flush the stats log.
 
+pub mod chat;
 pub mod handshake;
 pub mod http;
 pub mod image;
@@ -35,7 +36,8 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use crate::cli::ServerArgs;
 use crate::error::{Error, io_cause};
 use crate::metrics::{ServerCounters, add, get, sub};
-use crate::net::{Conn, Control, End, Heartbeat, Peer, Stop};
+use crate::net::{self, Conn, Control, End, Heartbeat, Peer, Stop};
+use chat::{ChatConn, Hub};
 use handshake::{Endpoint, HeadError, Upgrade};
 use image::{ImageConn, Jobs};
 
@@ -57,6 +59,7 @@ pub struct Shared {
     pub args: ServerArgs,
     pub counters: Arc<ServerCounters>,
     pub jobs: Arc<Jobs>,
+    pub hub: Arc<Hub>,
     stopping: AtomicBool,
     next_id: AtomicU64,
     peers: Mutex<HashMap<u64, Arc<Peer>>>,
@@ -105,6 +108,7 @@ pub fn start(args: ServerArgs) -> Result<Handle, Error> {
         args,
         counters,
         jobs: Arc::new(jobs),
+        hub: Arc::default(),
         stopping: AtomicBool::new(false),
         next_id: AtomicU64::new(1),
         peers: Mutex::new(HashMap::new()),
@@ -216,7 +220,7 @@ pub fn run(args: ServerArgs) -> Result<(), Error> {
         let _ = out.flush();
     }
     log::info!(
-        "serving / and /image (response {}), /echo, /hello",
+        "serving / and /image (response {}), /echo, /hello, /chat",
         handle.shared.args.response.as_str()
     );
     crate::signal::wait();
@@ -388,10 +392,55 @@ fn serve(shared: &Arc<Shared>, stream: TcpStream, id: u64) {
             Ok(())
         }),
         Endpoint::Hello => conn.run(heartbeat, &**shared, hello),
+        Endpoint::Chat { room } => chat(shared, conn, heartbeat, room),
     };
     log_end(shared, id, &peer, &end);
     shared.lock_peers().remove(&id);
     shared.peers_changed.notify_all();
+}
+
+/// A chat member: a writer thread drains its outbox while this thread
+/// reads; if the writer ended the connection (a slow client), that is the
+/// ending to log and count.
+fn chat(shared: &Arc<Shared>, conn: Conn, heartbeat: Heartbeat, room: String) -> End {
+    let peer = Arc::clone(&conn.peer);
+    let args = &shared.args;
+    let (outbox, writer) = match net::spawn_writer(
+        Arc::clone(&peer),
+        args.max_queue as usize,
+        args.max_queue_bytes,
+    ) {
+        Ok(started) => started,
+        Err(e) => {
+            log::error!("conn {}: cannot start its writer thread: {e}", peer.id);
+            let _ = peer.close(CloseCode::Again, "server overloaded, try again later");
+            return End::ClosedByUs(CloseCode::Again, e.to_string());
+        }
+    };
+    let counters = &shared.counters;
+    shared
+        .hub
+        .join(&room, peer.id, Arc::clone(&outbox), counters);
+    let mut member = ChatConn {
+        hub: Arc::clone(&shared.hub),
+        room: room.clone(),
+        counters: Arc::clone(counters),
+    };
+    let end = conn.run(heartbeat, &**shared, |peer, msg| {
+        member.on_message(peer, msg)
+    });
+    shared.hub.leave(&room, peer.id, counters);
+    let overflowed = outbox.overflowed();
+    drop(outbox);
+    let writer_end = writer.join().ok().flatten();
+    match writer_end {
+        // An overflow was counted where it happened, in the hub.
+        Some(End::SlowPeer) if overflowed => {
+            End::ClosedByUs(CloseCode::Policy, "outgoing queue full".into())
+        }
+        Some(writer_end) => writer_end,
+        None => end,
+    }
 }
 
 fn hello(peer: &Peer, message: Message) -> Result<(), Stop> {

@@ -1,0 +1,103 @@
+//! `/chat` and `/chat/{room}`: the original chat experiment's server.
+//! A newcomer gets `Hello from server`; everyone in the room, newcomer
+//! included, gets `Hey all, a new client has joined us`; every other
+//! message goes to the rest of the room as `client {id}: {text}` (binary
+//! unchanged); `stop` closes the sender with 1000 and the room hears
+//! `client {id} has left`.
+//!
+//! Fan-out never touches a socket: the hub pushes into each member's
+//! bounded [`Outbox`] and the member's writer thread does the writing, so a
+//! client that does not read fills only its own queue and is dropped with
+//! 1008 (#4). The room lock is held while pushing, which is what keeps one
+//! sender's messages in order at every receiver; a push is a non-blocking
+//! channel send, so the lock is held for microseconds.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tungstenite::Message;
+use tungstenite::protocol::frame::coding::CloseCode;
+
+use crate::metrics::{ServerCounters, add};
+use crate::net::{Outbox, Peer, Push, Stop};
+
+type Room = HashMap<u64, Arc<Outbox>>;
+
+/// Every room of the server and who is in it.
+#[derive(Default)]
+pub struct Hub {
+    rooms: Mutex<HashMap<String, Room>>,
+}
+
+impl Hub {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Room>> {
+        self.rooms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn join(&self, room: &str, id: u64, outbox: Arc<Outbox>, counters: &ServerCounters) {
+        let mut rooms = self.lock();
+        let members = rooms.entry(room.to_string()).or_default();
+        push(&outbox, Message::text("Hello from server"), counters);
+        members.insert(id, outbox);
+        let joined = Message::text("Hey all, a new client has joined us");
+        for member in members.values() {
+            push(member, joined.clone(), counters);
+        }
+    }
+
+    /// Sends `message` to everyone in `room` but `from`.
+    pub fn relay(&self, room: &str, from: u64, message: Message, counters: &ServerCounters) {
+        let rooms = self.lock();
+        let Some(members) = rooms.get(room) else {
+            return;
+        };
+        for (_, member) in members.iter().filter(|(id, _)| **id != from) {
+            push(member, message.clone(), counters);
+        }
+    }
+
+    pub fn leave(&self, room: &str, id: u64, counters: &ServerCounters) {
+        let mut rooms = self.lock();
+        let Some(members) = rooms.get_mut(room) else {
+            return;
+        };
+        members.remove(&id);
+        if members.is_empty() {
+            rooms.remove(room);
+            return;
+        }
+        let left = Message::text(format!("client {id} has left"));
+        for member in members.values() {
+            push(member, left.clone(), counters);
+        }
+    }
+}
+
+fn push(outbox: &Outbox, message: Message, counters: &ServerCounters) {
+    if outbox.push(message) == Push::Overflowed {
+        add(&counters.slow_clients_dropped_total, 1);
+    }
+}
+
+/// One member's side of a room: what its reader thread does with its
+/// messages.
+pub struct ChatConn {
+    pub hub: Arc<Hub>,
+    pub room: String,
+    pub counters: Arc<ServerCounters>,
+}
+
+impl ChatConn {
+    pub fn on_message(&mut self, peer: &Peer, message: Message) -> Result<(), Stop> {
+        let relayed = match message {
+            Message::Text(text) if text.as_str() == "stop" => {
+                return Err(Stop::Close(CloseCode::Normal, "stop".into()));
+            }
+            Message::Text(text) => Message::text(format!("client {}: {text}", peer.id)),
+            binary @ Message::Binary(_) => binary,
+            _ => return Ok(()),
+        };
+        self.hub.relay(&self.room, peer.id, relayed, &self.counters);
+        Ok(())
+    }
+}

@@ -8,6 +8,10 @@
 //! - text ping: WebSocket `ping`/`Pong!` round trips on `/` against a
 //!   raw-TCP 16-byte request/reply.
 //! - parallel 1000 and serial-short: wall time, p50/p99, listen overflows.
+//! - chat fan-out (#4): 100 clients in a room, one sender, 10,000 messages:
+//!   deliveries/s and p50/p99 delivery latency.
+//! - HTTP keep-alive `POST /` against WebSocket text round trips on one
+//!   connection each (#4).
 //!
 //! Writes target/bench/results.md and target/bench/results.json.
 //! WSBENCH_QUICK=1 runs a smaller pass.
@@ -109,6 +113,110 @@ fn kernel_us() -> f64 {
         samples.push(start.elapsed().as_secs_f64() / 200.0 * 1e6);
     }
     median(samples)
+}
+
+/// HTTP keep-alive `POST /` round trips per second over one connection.
+fn http_round_trips(addr: &str, n: usize) -> f64 {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    let mut reader = BufReader::new(s.try_clone().unwrap());
+    let start = Instant::now();
+    let mut line = String::new();
+    for i in 0..n {
+        let body = format!("Ping{i}");
+        write!(
+            s,
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut len = 0;
+        loop {
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0u8; len];
+        reader.read_exact(&mut body).unwrap();
+        assert_eq!(body, b"Pong!");
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// 100 receivers in one room, one sender of `messages` lines stamped with
+/// their send time; returns (deliveries/s, p50 ms, p99 ms).
+fn chat_fan_out(server: &str, receivers: usize, messages: usize) -> (f64, f64, f64) {
+    let url = format!("ws://{server}/chat/bench");
+    let base = Instant::now();
+    let open = |url: &str| {
+        let (mut ws, _) = tungstenite::connect(url).unwrap();
+        // Skip the greeting and our own join announcement.
+        for _ in 0..2 {
+            ws.read().unwrap();
+        }
+        ws
+    };
+    let (ready_tx, ready_rx) = crossbeam_channel::unbounded();
+    let handles: Vec<_> = (0..receivers)
+        .map(|_| {
+            let ws = open(&url);
+            let ready = ready_tx.clone();
+            thread::Builder::new()
+                .stack_size(256 * 1024)
+                .spawn(move || {
+                    let mut ws = ws;
+                    let mut latency = hdrhistogram::Histogram::<u64>::new(3).unwrap();
+                    ready.send(()).unwrap();
+                    let mut got = 0;
+                    while got < messages {
+                        let Message::Text(t) = ws.read().unwrap() else {
+                            continue;
+                        };
+                        // Join announcements carry no stamp.
+                        let Some(stamp) = t
+                            .as_str()
+                            .rsplit(": ")
+                            .next()
+                            .and_then(|v| v.parse::<u64>().ok())
+                        else {
+                            continue;
+                        };
+                        let now = base.elapsed().as_nanos() as u64;
+                        latency.record(now.saturating_sub(stamp).max(1)).unwrap();
+                        got += 1;
+                    }
+                    (latency, Instant::now())
+                })
+                .unwrap()
+        })
+        .collect();
+    for _ in 0..receivers {
+        ready_rx.recv().unwrap();
+    }
+    let mut sender = open(&url);
+    let start = Instant::now();
+    for _ in 0..messages {
+        let stamp = base.elapsed().as_nanos() as u64;
+        sender.send(Message::text(stamp.to_string())).unwrap();
+    }
+    let mut all = hdrhistogram::Histogram::<u64>::new(3).unwrap();
+    let mut last = start;
+    for h in handles {
+        let (latency, done) = h.join().unwrap();
+        all.add(latency).unwrap();
+        last = last.max(done);
+    }
+    let rate = (receivers * messages) as f64 / last.duration_since(start).as_secs_f64();
+    (
+        rate,
+        all.value_at_quantile(0.5) as f64 / 1e6,
+        all.value_at_quantile(0.99) as f64 / 1e6,
+    )
 }
 
 struct ServerProc(Child, String);
@@ -342,7 +450,73 @@ fn main() {
         Some(("0".into(), overflows == 0)),
         "TcpExt ListenOverflows delta".into(),
     );
+
+    // HTTP keep-alive against WebSocket, one connection each, interleaved.
+    let (mut http, mut ws, mut ratio) = (vec![], vec![], vec![]);
+    for _ in 0..repeats {
+        let h = http_round_trips(&server.1, pings);
+        let w = ws_text_round_trips(&url, pings);
+        http.push(h);
+        ws.push(w);
+        ratio.push(w / h);
+    }
+    add(
+        "HTTP keep-alive POST / round trips",
+        median(http),
+        "per s",
+        None,
+        format!("{repeats} runs of {pings}"),
+    );
+    add(
+        "WebSocket text round trips (same run)",
+        median(ws),
+        "per s",
+        None,
+        String::new(),
+    );
+    let r = median(ratio);
+    add(
+        "WebSocket / HTTP keep-alive",
+        r,
+        "ratio",
+        Some(("> 1".into(), r > 1.0)),
+        "per-run ratio, median".into(),
+    );
     drop(server);
+
+    // Chat fan-out on a server whose queues hold the whole burst: the
+    // sender does not pace itself, so latency includes queueing.
+    let chat_messages = if quick { 2000 } else { 10_000 };
+    let chat_server = start_server(&["--max-queue", "20000", "--max-queue-bytes", "64MiB"]);
+    let (mut rate, mut p50, mut p99) = (vec![], vec![], vec![]);
+    for _ in 0..repeats.min(3) {
+        let (r, a, b) = chat_fan_out(&chat_server.1, 100, chat_messages);
+        rate.push(r);
+        p50.push(a);
+        p99.push(b);
+    }
+    add(
+        "chat fan-out: deliveries/s (100 clients)",
+        median(rate),
+        "per s",
+        None,
+        format!("one sender, {chat_messages} messages, unpaced"),
+    );
+    add(
+        "chat fan-out: delivery p50",
+        median(p50),
+        "ms",
+        None,
+        String::new(),
+    );
+    add(
+        "chat fan-out: delivery p99",
+        median(p99),
+        "ms",
+        None,
+        String::new(),
+    );
+    drop(chat_server);
 
     write_results(&figures, quick);
 }

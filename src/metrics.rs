@@ -23,6 +23,9 @@ pub struct ServerCounters {
     pub stats_jobs_completed_total: AtomicU64,
     pub slow_clients_dropped_total: AtomicU64,
     pub http_requests_total: AtomicU64,
+    /// Beyond SPEC.md's twelve: connections closed for not answering a
+    /// ping within --ping-timeout (#6).
+    pub ping_timeouts_total: AtomicU64,
 }
 
 /// Counting is all these do; nothing synchronises through them.

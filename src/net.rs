@@ -466,6 +466,9 @@ impl Conn {
                     timer.ping_sent(Instant::now());
                 }
                 Due::Dead => {
+                    // Counted before the close leaves, so whoever sees the
+                    // close also sees the count.
+                    add(&peer.counters.ping_timeouts_total, 1);
                     let _ = peer.try_close(CloseCode::Error, "keepalive ping timeout");
                     peer.abort();
                     return End::PingTimeout;

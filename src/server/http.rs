@@ -152,7 +152,7 @@ fn respond(counters: &ServerCounters, head: &Head, body: &[u8]) -> (u16, &'stati
 
 /// The counters in Prometheus text format 0.0.4.
 pub fn prometheus(c: &ServerCounters) -> String {
-    let metrics: [(&str, &str, &str, u64); 12] = [
+    let metrics: [(&str, &str, &str, u64); 13] = [
         (
             "connections_current",
             "gauge",
@@ -224,6 +224,12 @@ pub fn prometheus(c: &ServerCounters) -> String {
             "counter",
             "Plain HTTP requests served.",
             get(&c.http_requests_total),
+        ),
+        (
+            "ping_timeouts_total",
+            "counter",
+            "Connections closed for not answering a ping.",
+            get(&c.ping_timeouts_total),
         ),
     ];
     let mut out = String::with_capacity(2048);

@@ -1,6 +1,8 @@
 //! Throughput of the image statistics kernel on one 800x600 image: the real
-//! kernel, the textbook single-histogram kernel it replaces, and the
-//! rayon-split kernel on a 2-thread pool.
+//! kernel (AVX2 counting passes where the CPU has AVX2), the scalar
+//! 4-way histogram it falls back to, the textbook single-histogram kernel,
+//! and the rayon-split kernel on a 2-thread pool; then the real and scalar
+//! kernels on a 16 MiB image, which does not fit in L2.
 //!
 //! A flat image (every pixel equal) is the worst case for a single
 //! histogram: every increment hits the same bin, each waiting on the last.
@@ -10,6 +12,7 @@ use std::hint::black_box;
 use wsbench::stats::{ImageStats, random_image};
 
 const LEN: usize = 800 * 600;
+const BIG_LEN: usize = 16 << 20;
 
 /// One `u64` bin per value, one increment per byte, then the same readout
 /// as the real kernel: (max, min, sum, median).
@@ -54,6 +57,9 @@ fn bench(c: &mut Criterion) {
         group.bench_function(format!("compute/{name}"), |b| {
             b.iter(|| ImageStats::compute(black_box(&image)))
         });
+        group.bench_function(format!("compute_scalar/{name}"), |b| {
+            b.iter(|| ImageStats::compute_scalar(black_box(&image)))
+        });
         group.bench_function(format!("naive/{name}"), |b| {
             b.iter(|| naive(black_box(&image)))
         });
@@ -61,6 +67,23 @@ fn bench(c: &mut Criterion) {
             b.iter(|| pool.install(|| ImageStats::compute_par(black_box(&image))))
         });
     }
+    group.finish();
+
+    let big = random_image(BIG_LEN, 1);
+    assert_eq!(
+        ImageStats::compute(&big),
+        ImageStats::compute_scalar(&big),
+        "scalar kernel disagrees on {BIG_LEN} bytes"
+    );
+    let mut group = c.benchmark_group(format!("stats_{BIG_LEN}"));
+    group.throughput(Throughput::Bytes(BIG_LEN as u64));
+    group.sample_size(20);
+    group.bench_function("compute/random", |b| {
+        b.iter(|| ImageStats::compute(black_box(&big)))
+    });
+    group.bench_function("compute_scalar/random", |b| {
+        b.iter(|| ImageStats::compute_scalar(black_box(&big)))
+    });
     group.finish();
 }
 

@@ -6,10 +6,13 @@
 //! experiment printed: `Received: {len}, ({len},), {max}, {min}, {mean},
 //! {median}`, floats formatted as numpy's `str(np.float64(x))`.
 //!
-//! Everything comes from one 256-bin histogram: with only 256 possible
-//! values, counting is a single O(n) pass with no copy and no sort, and the
-//! exact median (and min, max, sum) is then read off 256 bins. numpy sorts
-//! (partitions) a copy instead.
+//! With only 256 possible values no sort is needed (numpy sorts, or
+//! partitions, a copy). The reference kernel fills one 256-bin histogram in
+//! a single O(n) pass and reads the exact median (and min, max, sum) off
+//! its bins; that costs a store per byte, about 2.8 GB/s. On x86_64 CPUs
+//! with AVX2, [`ImageStats::compute`] instead narrows the median down with
+//! four vectorised counting passes that store nothing per byte (see
+//! the `avx2` module), 3-4x faster, with the same results for every input.
 
 use rayon::prelude::*;
 
@@ -60,8 +63,25 @@ fn count(pixels: &[u8], hist: &mut [u64; 256]) {
 }
 
 impl ImageStats {
-    /// One pass on the calling thread. None for an empty slice.
+    /// On the calling thread. None for an empty slice.
+    ///
+    /// Uses the AVX2 kernel when the CPU has AVX2 (checked at run time, so
+    /// the binary still runs on any x86_64), else [`Self::compute_scalar`];
+    /// both give the same result for every input.
     pub fn compute(pixels: &[u8]) -> Option<ImageStats> {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: `avx2::compute` only needs the CPU to support AVX2,
+            // which was just checked.
+            return unsafe { avx2::compute(pixels) };
+        }
+        Self::compute_scalar(pixels)
+    }
+
+    /// The reference kernel: one 256-bin histogram pass. Public only for
+    /// the benchmark that compares it with [`Self::compute`].
+    #[doc(hidden)]
+    pub fn compute_scalar(pixels: &[u8]) -> Option<ImageStats> {
         let mut hist = [0u64; 256];
         count(pixels, &mut hist);
         Self::from_histogram(&hist)
@@ -134,6 +154,186 @@ impl ImageStats {
             format_float(self.median()),
             len = self.len,
         )
+    }
+}
+
+/// The AVX2 kernel: min, max, sum and the exact median by counting.
+///
+/// The value at rank `r` (0-based, in sorted order) is the smallest `v`
+/// with `above(v) < len - r`, where `above(t)` counts the bytes `> t`.
+/// `above` never increases with `t`, so a search over `v` keeps an interval
+/// `[lo, hi]` known to hold the answer, and each pass over the pixels
+/// counts `above(t)` at three thresholds that cut it into four: 256, 64,
+/// 16, 4, 1 values, so four passes. The first pass also takes min, max and
+/// sum. A pass costs 9 simple vector instructions per 32 bytes and no
+/// store, which beats one store per byte for a histogram; four passes over
+/// a 480,000-byte image that stays in L2 run at 8-10 GB/s on Zen 3, flat or
+/// random alike; a 16 MiB input is read four times from L3 and still runs
+/// at about 3.5 GB/s, twice the histogram.
+///
+/// The other middle value (rank `r + 1`, even lengths only) nearly always
+/// equals the first; when it does not (e.g. half 0, half 255) it is the
+/// smallest byte above the first, which one more cheap pass finds.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::ImageStats;
+    use std::arch::x86_64::*;
+
+    /// Bytes per vector.
+    const LANES: usize = 32;
+    /// Thresholds counted per pass.
+    const K: usize = 3;
+    /// Bytes per block: a `u8` lane counter gains at most one per vector,
+    /// so after 255 vectors it is added into the `u64` totals.
+    const BLOCK: usize = 255 * LANES;
+
+    /// What the first pass finds besides counts.
+    struct Extremes {
+        min: u8,
+        max: u8,
+        sum: u64,
+    }
+
+    /// The sum of the 32 bytes of `v`.
+    #[target_feature(enable = "avx2")]
+    fn byte_sum(v: __m256i) -> u64 {
+        u64s(_mm256_sad_epu8(v, _mm256_setzero_si256()))
+            .iter()
+            .sum()
+    }
+
+    #[target_feature(enable = "avx2")]
+    fn u64s(v: __m256i) -> [u64; 4] {
+        let mut out = [0u64; 4];
+        // SAFETY: `out` is 32 writable bytes; storeu needs no alignment.
+        unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), v) };
+        out
+    }
+
+    #[target_feature(enable = "avx2")]
+    fn bytes(v: __m256i) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        // SAFETY: `out` is 32 writable bytes; storeu needs no alignment.
+        unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), v) };
+        out
+    }
+
+    /// `above(t)` for each threshold `t`, and with `STATS` also min, max
+    /// and sum (else `None`).
+    #[target_feature(enable = "avx2")]
+    fn pass<const STATS: bool>(pixels: &[u8], t: [u8; K]) -> ([u64; K], Option<Extremes>) {
+        // There is no unsigned byte compare: flipping the top bit of both
+        // sides maps unsigned order onto signed order.
+        let flip = _mm256_set1_epi8(i8::MIN);
+        let tv = t.map(|t| _mm256_set1_epi8((t ^ 0x80) as i8));
+        let mut above = [0u64; K];
+        let (mut min, mut max) = (_mm256_set1_epi8(-1), _mm256_setzero_si256());
+        let mut sums = _mm256_setzero_si256();
+        let mut ext = Extremes {
+            min: u8::MAX,
+            max: 0,
+            sum: 0,
+        };
+        for block in pixels.chunks(BLOCK) {
+            let mut counts = [_mm256_setzero_si256(); K];
+            let vectors = block.chunks_exact(LANES);
+            let rest = vectors.remainder();
+            for v in vectors {
+                // SAFETY: `v` is LANES = 32 readable bytes; loadu needs no
+                // alignment.
+                let x = unsafe { _mm256_loadu_si256(v.as_ptr().cast()) };
+                let xf = _mm256_xor_si256(x, flip);
+                for (c, t) in counts.iter_mut().zip(tv) {
+                    // A true compare is -1 in each byte: subtracting it counts.
+                    *c = _mm256_sub_epi8(*c, _mm256_cmpgt_epi8(xf, t));
+                }
+                if STATS {
+                    min = _mm256_min_epu8(min, x);
+                    max = _mm256_max_epu8(max, x);
+                    let sum8 = _mm256_sad_epu8(x, _mm256_setzero_si256());
+                    sums = _mm256_add_epi64(sums, sum8);
+                }
+            }
+            for (a, c) in above.iter_mut().zip(counts) {
+                *a += byte_sum(c);
+            }
+            // Fewer than 32 bytes, at the very end.
+            for &x in rest {
+                for (a, &t) in above.iter_mut().zip(&t) {
+                    *a += u64::from(x > t);
+                }
+                ext.min = ext.min.min(x);
+                ext.max = ext.max.max(x);
+                ext.sum += u64::from(x);
+            }
+        }
+        if !STATS {
+            return (above, None);
+        }
+        ext.min = bytes(min).into_iter().fold(ext.min, u8::min);
+        ext.max = bytes(max).into_iter().fold(ext.max, u8::max);
+        ext.sum += u64s(sums).iter().sum::<u64>();
+        (above, Some(ext))
+    }
+
+    /// The smallest byte `> m`; the caller knows there is one.
+    #[target_feature(enable = "avx2")]
+    fn min_above(pixels: &[u8], m: u8) -> u8 {
+        // Subtracting m + 1 (wrapping) maps the bytes above m to 0..=254-m
+        // and the rest to 255-m..=255, keeping the order within each.
+        let shift = m.wrapping_add(1);
+        let low = pixels.iter().map(|&x| x.wrapping_sub(shift)).min();
+        low.expect("non-empty").wrapping_add(shift)
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn compute(pixels: &[u8]) -> Option<ImageStats> {
+        let len = pixels.len() as u64;
+        let r = len.checked_sub(1)? / 2;
+        let need = len - r;
+        // The answer v is in lo..=hi, and above_hi = above(hi).
+        let (mut lo, mut hi, mut above_hi) = (0u32, 255u32, 0u64);
+        let mut ext = None;
+        while lo < hi {
+            let step = (hi - lo + 1).div_ceil(K as u32 + 1);
+            let mut t = [0u8; K];
+            for (i, t) in (1u32..).zip(&mut t) {
+                // Increasing, and below hi (repeats are harmless).
+                *t = (lo + step * i - 1).min(hi - 1) as u8;
+            }
+            let (above, e) = if ext.is_none() {
+                pass::<true>(pixels, t)
+            } else {
+                pass::<false>(pixels, t)
+            };
+            ext = ext.or(e);
+            for (&a, t) in above.iter().zip(t.map(u32::from)) {
+                if a >= need {
+                    lo = lo.max(t + 1);
+                } else if t < hi {
+                    hi = t;
+                    above_hi = a;
+                }
+            }
+        }
+        // lo < hi at first, so there was a first pass.
+        let ext = ext.expect("the first pass takes the extremes");
+        let mid_lo = lo as u8;
+        // len - above_hi bytes are <= mid_lo: at least r + 2 means rank
+        // r + 1 holds mid_lo too.
+        let mid_hi = if len % 2 == 1 || len - above_hi >= r + 2 {
+            mid_lo
+        } else {
+            min_above(pixels, mid_lo)
+        };
+        Some(ImageStats {
+            len: pixels.len(),
+            max: ext.max,
+            min: ext.min,
+            sum: ext.sum,
+            mid_lo,
+            mid_hi,
+        })
     }
 }
 
@@ -392,6 +592,88 @@ mod tests {
         for pixels in inputs() {
             let par = pool.install(|| ImageStats::compute_par(&pixels));
             assert_eq!(par, ImageStats::compute(&pixels), "len {}", pixels.len());
+        }
+    }
+
+    /// `compute` (the AVX2 kernel where the CPU has it) against the
+    /// histogram reference, also on misaligned and odd-length views.
+    fn assert_same_as_scalar(pixels: &[u8]) {
+        let scalar = ImageStats::compute_scalar(pixels);
+        assert_eq!(ImageStats::compute(pixels), scalar, "len {}", pixels.len());
+    }
+
+    #[test]
+    fn compute_equals_scalar_on_random_inputs() {
+        for len in 0..=5000 {
+            let image = random_image(len, len as u64 + 1000);
+            assert_same_as_scalar(&image);
+            // Few distinct values, so that ties around the median matter.
+            let few: Vec<u8> = image.iter().map(|b| b % 3 + 127).collect();
+            assert_same_as_scalar(&few);
+        }
+        for (len, seed) in [(480_000, 1), (480_001, 2)] {
+            let image = random_image(len, seed);
+            assert_same_as_scalar(&image);
+            assert_same_as_scalar(&image[1..]);
+            assert_same_as_scalar(&image[5..len - 17]);
+            let narrow: Vec<u8> = image.iter().map(|b| b >> 6).collect();
+            assert_same_as_scalar(&narrow);
+        }
+        // Many blocks, and u64 totals far beyond any u8/u16 lane counter.
+        assert_same_as_scalar(&random_image((16 << 20) + 7, 3));
+        let image = random_image(20_000, 4);
+        for start in 0..32 {
+            assert_same_as_scalar(&image[start..]);
+            assert_same_as_scalar(&image[start..start + 8160 + 3]);
+        }
+    }
+
+    #[test]
+    fn compute_equals_scalar_on_adversarial_inputs() {
+        let lengths = [
+            1, 2, 3, 4, 31, 32, 33, 63, 64, 65, 8159, 8160, 8161, 16_321, 480_000,
+        ];
+        let boundaries = [0, 1, 15, 16, 63, 64, 127, 128, 191, 192, 240, 254, 255];
+        for len in lengths {
+            let noise = random_image(len, len as u64);
+            for v in boundaries {
+                assert_same_as_scalar(&vec![v; len]);
+            }
+            let pairs = [
+                (0, 255),
+                (0, 1),
+                (15, 16),
+                (63, 64),
+                (127, 128),
+                (191, 192),
+                (254, 255),
+                (100, 200),
+            ];
+            for (a, b) in pairs {
+                // As many a's as put the middle ranks on a, on b, or across.
+                for n_a in [
+                    (len / 2).saturating_sub(1),
+                    len / 2,
+                    len / 2 + 1,
+                    len.div_ceil(2),
+                ] {
+                    let n_a = n_a.min(len);
+                    let mut image = vec![a; n_a];
+                    image.resize(len, b);
+                    assert_same_as_scalar(&image);
+                    image.reverse();
+                    assert_same_as_scalar(&image);
+                }
+                let mixed: Vec<u8> = noise.iter().map(|&x| if x < 128 { a } else { b }).collect();
+                assert_same_as_scalar(&mixed);
+            }
+            // Clustered around a boundary of the search's intervals.
+            for c in [8u8, 16, 64, 128, 192, 248] {
+                let cluster: Vec<u8> = noise.iter().map(|&x| c - 8 + x % 16).collect();
+                assert_same_as_scalar(&cluster);
+                let tight: Vec<u8> = noise.iter().map(|&x| c - 1 + x % 2).collect();
+                assert_same_as_scalar(&tight);
+            }
         }
     }
 

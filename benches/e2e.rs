@@ -12,6 +12,9 @@
 //!   deliveries/s and p50/p99 delivery latency.
 //! - HTTP keep-alive `POST /` against WebSocket text round trips on one
 //!   connection each (#4).
+//! - scale (#6): 10,000 idle connections to a separate server process:
+//!   open rate, server RSS per connection, threads per connection, and
+//!   round-trip p99 with all of them open.
 //!
 //! Writes target/bench/results.md and target/bench/results.json.
 //! WSBENCH_QUICK=1 runs a smaller pass.
@@ -216,6 +219,71 @@ fn chat_fan_out(server: &str, receivers: usize, messages: usize) -> (f64, f64, f
         rate,
         all.value_at_quantile(0.5) as f64 / 1e6,
         all.value_at_quantile(0.99) as f64 / 1e6,
+    )
+}
+
+/// A field of /proc/PID/status, in its own unit (kB for VmRSS).
+fn proc_status(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Opens `n` idle connections on `/` from 4 threads; returns
+/// (connections/s, server RSS MiB before, after, threads after, rtt p99 µs).
+fn scale(n: usize) -> (f64, f64, f64, u64, f64) {
+    let server = start_server(&["--max-connections", "12000"]);
+    let pid = server.0.id();
+    let url = format!("ws://{}/", server.1);
+    let rss_before = proc_status(pid, "VmRSS:") as f64 / 1024.0;
+    let start = Instant::now();
+    let held: Vec<_> = thread::scope(|scope| {
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                let url = &url;
+                thread::Builder::new()
+                    .stack_size(256 * 1024)
+                    .spawn_scoped(scope, move || {
+                        (0..n / 4)
+                            .map(|_| tungstenite::connect(url.as_str()).expect("connect").0)
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap()
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    });
+    let rate = held.len() as f64 / start.elapsed().as_secs_f64();
+    let rss_after = proc_status(pid, "VmRSS:") as f64 / 1024.0;
+    let threads = proc_status(pid, "Threads:");
+    // Round trips on a spread of the open connections, all others idle.
+    let mut rtt = hdrhistogram::Histogram::<u64>::new(3).unwrap();
+    let mut held = held;
+    let stride = (held.len() / 1000).max(1);
+    for ws in held.iter_mut().step_by(stride) {
+        let t = Instant::now();
+        ws.send(Message::text("ping")).unwrap();
+        loop {
+            match ws.read().unwrap() {
+                Message::Text(_) => break,
+                _ => continue,
+            }
+        }
+        rtt.record(t.elapsed().as_micros() as u64).unwrap();
+    }
+    drop(held);
+    (
+        rate,
+        rss_before,
+        rss_after,
+        threads,
+        rtt.value_at_quantile(0.99) as f64,
     )
 }
 
@@ -517,6 +585,45 @@ fn main() {
         String::new(),
     );
     drop(chat_server);
+
+    let conns = if quick { 2000 } else { 10_000 };
+    let (rate, before, after, threads, p99) = scale(conns);
+    let per_conn_kib = (after - before) * 1024.0 / conns as f64;
+    add(
+        &format!("scale: {conns} connections opened"),
+        rate,
+        "per s",
+        None,
+        "4 client threads, tungstenite::connect".into(),
+    );
+    add(
+        "scale: server RSS with all open",
+        after,
+        "MiB",
+        None,
+        format!("{before:.1} MiB before"),
+    );
+    add(
+        "scale: server RSS per idle connection",
+        per_conn_kib,
+        "KiB",
+        None,
+        String::new(),
+    );
+    add(
+        "scale: server threads per connection",
+        threads as f64 / conns as f64,
+        "threads",
+        Some(("1 (+ fixed pool)".into(), threads as usize <= conns + 16)),
+        format!("{threads} threads in all"),
+    );
+    add(
+        &format!("scale: ping round trip p99 with {conns} open"),
+        p99,
+        "µs",
+        None,
+        "1,000 connections spread over the open ones".into(),
+    );
 
     write_results(&figures, quick);
 }

@@ -149,7 +149,9 @@ pub fn read_head(
     }
 }
 
-fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
+/// Parses one request head from the start of `buf`: `None` until it is
+/// complete.
+pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     let len = match request.parse(buf) {
@@ -186,42 +188,71 @@ pub enum Upgrade {
     Refused(u16, String),
 }
 
-/// Validates an upgrade request as RFC 6455 4.2.1 asks, routes it, and
-/// answers: 101, or the refusal.
-pub fn answer_upgrade(stream: &TcpStream, head: &Head) -> io::Result<Upgrade> {
-    let refuse = |status: u16, why: &str, extra: &str| -> io::Result<Upgrade> {
-        write_status(stream, status, why, extra)?;
-        Ok(Upgrade::Refused(status, why.to_string()))
-    };
+/// What to answer an upgrade request: a pure function of the head, so
+/// the fuzz target reaches every branch without a socket.
+#[derive(Debug)]
+pub enum Decision {
+    /// Answer with this 101 response and go on as this endpoint.
+    Accept {
+        endpoint: Endpoint,
+        response: String,
+    },
+    /// Refuse with this status, reason and extra header lines.
+    Refuse {
+        status: u16,
+        why: String,
+        extra: &'static str,
+    },
+}
+
+/// Validates an upgrade request as RFC 6455 4.2.1 asks, and routes it.
+pub fn decide_upgrade(head: &Head) -> Decision {
+    let refuse =
+        |status: u16, why: String, extra: &'static str| Decision::Refuse { status, why, extra };
     if head.method != "GET" || head.version != 1 {
-        return refuse(400, "a websocket handshake must be GET over HTTP/1.1", "");
+        return refuse(
+            400,
+            "a websocket handshake must be GET over HTTP/1.1".into(),
+            "",
+        );
     }
     if !head.has_token("connection", "upgrade") {
-        return refuse(400, "missing Connection: Upgrade", "");
+        return refuse(400, "missing Connection: Upgrade".into(), "");
     }
     if head.header("sec-websocket-version") != Some("13") {
         return refuse(
             426,
-            "unsupported Sec-WebSocket-Version (this server speaks 13)",
+            "unsupported Sec-WebSocket-Version (this server speaks 13)".into(),
             "Sec-WebSocket-Version: 13\r\n",
         );
     }
     let Some(key) = head.header("sec-websocket-key").filter(|k| !k.is_empty()) else {
-        return refuse(400, "missing Sec-WebSocket-Key", "");
+        return refuse(400, "missing Sec-WebSocket-Key".into(), "");
     };
     let Some(endpoint) = route(&head.target) else {
-        return refuse(
-            404,
-            &format!("no websocket endpoint at {}", head.target),
-            "",
-        );
+        return refuse(404, format!("no websocket endpoint at {}", head.target), "");
     };
     let accept = derive_accept_key(key.as_bytes());
-    let response = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
-    );
-    (&*stream).write_all(response.as_bytes())?;
-    Ok(Upgrade::Accepted(endpoint))
+    Decision::Accept {
+        endpoint,
+        response: format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        ),
+    }
+}
+
+/// Answers an upgrade request on `stream`: 101, or the refusal.
+pub fn answer_upgrade(stream: &TcpStream, head: &Head) -> io::Result<Upgrade> {
+    match decide_upgrade(head) {
+        Decision::Accept { endpoint, response } => {
+            (&*stream).write_all(response.as_bytes())?;
+            Ok(Upgrade::Accepted(endpoint))
+        }
+        Decision::Refuse { status, why, extra } => {
+            write_status(stream, status, &why, extra)?;
+            Ok(Upgrade::Refused(status, why))
+        }
+    }
 }
 
 /// Writes a short plain-text error response that closes the connection.

@@ -125,7 +125,8 @@ fn read_body(stream: &TcpStream, buf: &mut Vec<u8>, want: usize, deadline: Insta
     true
 }
 
-fn respond(counters: &ServerCounters, head: &Head, body: &[u8]) -> (u16, &'static str, String) {
+/// The response to one plain request: status, content type, body.
+pub fn respond(counters: &ServerCounters, head: &Head, body: &[u8]) -> (u16, &'static str, String) {
     const TEXT: &str = "text/plain; charset=utf-8";
     let path = head.target.split('?').next().unwrap_or("");
     match (head.method.as_str(), path) {

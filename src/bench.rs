@@ -315,7 +315,7 @@ fn exchange(
     record: &mut Record,
 ) -> Result<(), String> {
     let sent = Instant::now();
-    ws.send(Message::Binary(job.payload.clone()))
+    net::finish_interrupted(ws, |ws| ws.send(Message::Binary(job.payload.clone())))
         .map_err(|e| format!("send: {}", describe(e)))?;
     let received = Instant::now();
     record.send_s = received.duration_since(sent).as_secs_f64();
@@ -334,6 +334,11 @@ fn exchange(
                 });
             }
             Ok(_) => continue,
+            // Ctrl-C interrupts a read with a timeout; the message in
+            // flight is still finished and counted.
+            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
+                continue;
+            }
             Err(e) => return Err(format!("reply: {}", describe(e))),
         }
     };

@@ -126,7 +126,7 @@ impl Peer {
             Message::Binary(bytes) => Some(bytes.len()),
             _ => None,
         };
-        self.writer().send(message)?;
+        finish_interrupted(&mut self.writer(), |w| w.send(message))?;
         if let Some(len) = data_len {
             add(&self.counters.messages_sent_total, 1);
             add(&self.counters.bytes_sent_total, len as u64);
@@ -146,7 +146,7 @@ impl Peer {
             }
             writer.write(message)?;
         }
-        writer.flush()?;
+        finish_interrupted(&mut writer, |w| w.flush())?;
         add(&self.counters.messages_sent_total, count);
         add(&self.counters.bytes_sent_total, bytes);
         Ok(())
@@ -193,6 +193,21 @@ impl Peer {
     pub fn abort(&self) {
         let _ = self.stream.shutdown(Shutdown::Both);
     }
+}
+
+/// Runs a tungstenite write and, if a signal interrupted it, flushes
+/// until the buffered frame is out: tungstenite keeps what it could not
+/// write, so nothing is lost or sent twice.
+pub fn finish_interrupted<S: Read + Write>(
+    ws: &mut WebSocket<S>,
+    op: impl FnOnce(&mut WebSocket<S>) -> tungstenite::Result<()>,
+) -> tungstenite::Result<()> {
+    let mut result = op(ws);
+    while matches!(&result, Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::Interrupted)
+    {
+        result = ws.flush();
+    }
+    result
 }
 
 /// A close reason must fit a control frame (125 bytes with the code).
@@ -575,10 +590,13 @@ enum ReadError {
 fn classify(err: tungstenite::Error) -> ReadError {
     use tungstenite::Error as E;
     match err {
+        // A signal (Ctrl-C, SIGTERM) interrupts a blocked read even with
+        // SA_RESTART, because the socket has a timeout (signal(7)); the
+        // frame state is intact, so read again.
         E::Io(e)
             if matches!(
                 e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
             ) =>
         {
             ReadError::Again

@@ -274,3 +274,57 @@ fn a_bad_url_is_one_line_and_exit_1() {
         );
     });
 }
+
+#[test]
+fn sigterm_mid_run_summarises_and_writes_what_was_measured() {
+    with_timeout("sigterm_mid_run_summarises", LIMIT, || {
+        let server = Server::start(&[]);
+        let dir = tempdir();
+        let out = dir.join("partial.csv");
+        for mode in ["serial", "parallel"] {
+            let mut bench = Proc::spawn({
+                let mut c = Command::new(BIN);
+                c.args([
+                    "bench",
+                    "--url",
+                    &server.url("/"),
+                    "--mode",
+                    mode,
+                    "--count",
+                    "10000000",
+                    "--size",
+                    "1000",
+                    "--concurrency",
+                    "4",
+                    "--out",
+                    out.to_str().unwrap(),
+                ]);
+                c
+            });
+            // Wait until the server has seen traffic: an event, not a clock.
+            let before = server.metric("wsbench_messages_received_total");
+            while server.metric("wsbench_messages_received_total") < before + 100 {}
+            bench.signal(libc::SIGTERM);
+            let status = bench
+                .wait(Duration::from_secs(5))
+                .expect("bench exits within 5 s");
+            assert!(status.success(), "{mode}: {status}");
+            bench.stdout.wait_for("wall time", Duration::from_secs(2));
+            let stdout = bench.stdout.all().join("\n");
+            assert!(stdout.contains("(interrupted)"), "{mode}: {stdout}");
+            let rows = csv_rows(&out);
+            assert!(
+                rows.len() >= 100 && rows.len() < 10_000_000,
+                "{mode}: {} rows",
+                rows.len()
+            );
+            let ok = stdout
+                .lines()
+                .find_map(|l| l.strip_prefix("messages:   "))
+                .and_then(|l| l.split(' ').next())
+                .and_then(|n| n.parse::<usize>().ok())
+                .unwrap();
+            assert_eq!(ok, rows.iter().filter(|r| r[6] == "true").count(), "{mode}");
+        }
+    });
+}

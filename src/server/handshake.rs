@@ -136,6 +136,9 @@ pub fn read_head(
             Ok(0) if start == 0 => return Err(HeadError::Empty),
             Ok(0) => return Err(HeadError::Malformed("connection closed mid-head".into())),
             Ok(_) => {}
+            // A signal interrupts a read with a timeout; the deadline
+            // still holds, so just read again.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e)
                 if matches!(
                     e.kind(),

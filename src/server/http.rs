@@ -118,8 +118,10 @@ fn read_body(stream: &TcpStream, buf: &mut Vec<u8>, want: usize, deadline: Insta
         let start = buf.len();
         buf.resize(want, 0);
         match (&*stream).read(&mut buf[start..]) {
-            Ok(0) | Err(_) => return false,
+            Ok(0) => return false,
             Ok(n) => buf.truncate(start + n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => buf.truncate(start),
+            Err(_) => return false,
         }
     }
     true

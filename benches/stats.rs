@@ -1,7 +1,7 @@
 //! Throughput of the image statistics kernel on one 800x600 image: the real
 //! kernel (AVX2 counting passes where the CPU has AVX2), the scalar
 //! 4-way histogram it falls back to, the textbook single-histogram kernel,
-//! and the rayon-split kernel on a 2-thread pool; then the real and scalar
+//! then the real and scalar
 //! kernels on a 16 MiB image, which does not fit in L2.
 //!
 //! A flat image (every pixel equal) is the worst case for a single
@@ -43,10 +43,6 @@ fn naive(pixels: &[u8]) -> (u8, u8, u64, f64) {
 }
 
 fn bench(c: &mut Criterion) {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
-        .build()
-        .unwrap();
     let mut group = c.benchmark_group("stats_480000");
     group.throughput(Throughput::Bytes(LEN as u64));
     for (name, image) in [("random", random_image(LEN, 1)), ("flat", vec![128; LEN])] {
@@ -62,9 +58,6 @@ fn bench(c: &mut Criterion) {
         });
         group.bench_function(format!("naive/{name}"), |b| {
             b.iter(|| naive(black_box(&image)))
-        });
-        group.bench_function(format!("compute_par_2_threads/{name}"), |b| {
-            b.iter(|| pool.install(|| ImageStats::compute_par(black_box(&image))))
         });
     }
     group.finish();

@@ -14,8 +14,6 @@
 //! four vectorised counting passes that store nothing per byte (see
 //! the `avx2` module), 3-4x faster, with the same results for every input.
 
-use rayon::prelude::*;
-
 /// Statistics of one image; `None`-free: construct only from non-empty input.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ImageStats {
@@ -33,11 +31,6 @@ pub struct ImageStats {
 /// flushed into the `u64` total, so that no `u32` bin can overflow however
 /// large the input. Tiny under test so that the flush path is exercised.
 const CHUNK: usize = if cfg!(test) { 4096 } else { 1 << 30 };
-
-/// Bytes per rayon task in [`ImageStats::compute_par`]: big enough that
-/// zeroing and merging the 256 bins is noise, small enough to split a
-/// 480,000-byte image over a few threads.
-const PAR_CHUNK: usize = 64 * 1024;
 
 /// Adds the counts of `pixels` to `hist`.
 fn count(pixels: &[u8], hist: &mut [u64; 256]) {
@@ -84,26 +77,6 @@ impl ImageStats {
     pub fn compute_scalar(pixels: &[u8]) -> Option<ImageStats> {
         let mut hist = [0u64; 256];
         count(pixels, &mut hist);
-        Self::from_histogram(&hist)
-    }
-
-    /// Same result, split over the *current* rayon pool (64 KiB chunks,
-    /// histograms merged). Used when the caller runs inside `pool.install`.
-    pub fn compute_par(pixels: &[u8]) -> Option<ImageStats> {
-        let hist = pixels
-            .par_chunks(PAR_CHUNK)
-            .map(|chunk| {
-                let mut hist = [0u64; 256];
-                count(chunk, &mut hist);
-                hist
-            })
-            .reduce(
-                || [0u64; 256],
-                |mut a, b| {
-                    a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
-                    a
-                },
-            );
         Self::from_histogram(&hist)
     }
 
@@ -555,7 +528,6 @@ mod tests {
     #[test]
     fn edge_cases() {
         assert_eq!(ImageStats::compute(&[]), None);
-        assert_eq!(ImageStats::compute_par(&[]), None);
         let cases: &[(&[u8], u8, u8, f64, f64)] = &[
             (&[42], 42, 42, 42.0, 42.0),
             (&[0, 255], 255, 0, 127.5, 127.5),
@@ -580,18 +552,6 @@ mod tests {
         }
         for (byte, len) in [(0, 4096 * 3 + 1), (255, 4096 * 2)] {
             assert_matches_reference(&vec![byte; len]);
-        }
-    }
-
-    #[test]
-    fn compute_par_equals_compute() {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .unwrap();
-        for pixels in inputs() {
-            let par = pool.install(|| ImageStats::compute_par(&pixels));
-            assert_eq!(par, ImageStats::compute(&pixels), "len {}", pixels.len());
         }
     }
 

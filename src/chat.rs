@@ -265,6 +265,9 @@ impl Chat {
                 match &self.link {
                     // Written lines are confirmed by the close reply.
                     Link::Up(_) => break Finish::Done,
+                    // An attempt under way ends first: its error (a 404,
+                    // say) is worth reporting even with nothing to send.
+                    Link::Connecting(_) => {}
                     _ if self.out.lines.is_empty() => break Finish::Done,
                     _ => {}
                 }

@@ -10,7 +10,7 @@ PORT    ?= 7788
 URL     ?= ws://$(HOST):$(PORT)/
 COUNT   ?= 1000
 
-.PHONY: build run-server run-client test venv bench bench-quick fmt lint clean
+.PHONY: build run-server run-client run-chat test venv bench bench-quick fmt lint clean
 
 build:
 	$(CARGO) build --release --locked
@@ -23,6 +23,10 @@ run-server: build
 run-client: build
 	$(BIN) bench --url $(URL) --count $(COUNT) --mode serial --out results-serial.csv
 	$(BIN) bench --url $(URL) --count $(COUNT) --mode parallel --out results-parallel.csv
+
+## Type into the run-server server's /chat (Ctrl-D or Ctrl-C ends).
+run-chat: build
+	$(BIN) chat --url ws://$(HOST):$(PORT)/chat
 
 $(VENV)/.stamp: tests/requirements.txt
 	$(PYTHON) -m venv $(VENV)

@@ -28,6 +28,9 @@ pub enum Command {
     Server(ServerArgs),
     /// The image speed test: send images, time every message, summarise.
     Bench(BenchArgs),
+    /// Interactive chat client: stdin lines out, `< ` lines in; heartbeats,
+    /// reconnects, no typed line lost.
+    Chat(ChatArgs),
 }
 
 /// When the server computes an image's statistics relative to its reply.
@@ -167,6 +170,51 @@ pub struct BenchArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Clone, Args)]
+pub struct ChatArgs {
+    /// Chat server to join.
+    #[arg(long, default_value = "ws://127.0.0.1:7788/chat")]
+    pub url: String,
+    /// Send a WebSocket ping this often.
+    #[arg(long, default_value = "1s", value_parser = parse_positive_duration)]
+    pub ping_interval: Duration,
+    /// No pong this long after a ping: the connection is dead, reconnect.
+    #[arg(long, default_value = "3s", value_parser = parse_positive_duration)]
+    pub pong_timeout: Duration,
+    /// Longest wait between reconnect attempts (they start at 0.5s and double).
+    #[arg(long, default_value = "10s", value_parser = parse_positive_duration)]
+    pub reconnect_max_delay: Duration,
+    /// Extra handshake header, e.g. -H "Authorization: Bearer x"; repeatable.
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE", value_parser = parse_header)]
+    pub headers: Vec<(String, String)>,
+    /// Ask for this subprotocol (Sec-WebSocket-Protocol); repeatable, in
+    /// order of preference.
+    #[arg(long = "subprotocol", value_name = "NAME")]
+    pub subprotocols: Vec<String>,
+}
+
+/// Parses `Name: value` into a valid HTTP header name and value.
+pub fn parse_header(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once(':')
+        .ok_or_else(|| format!("`{text}` is not a header (try \"Name: value\")"))?;
+    let (name, value) = (name.trim(), value.trim());
+    tungstenite::http::HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| format!("`{name}` is not a valid header name"))?;
+    tungstenite::http::HeaderValue::from_str(value)
+        .map_err(|_| format!("the value of header `{name}` is not valid"))?;
+    Ok((name.to_string(), value.to_string()))
+}
+
+/// A duration that must not be zero (a ping interval of 0 would spin).
+pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration.is_zero() {
+        return Err(format!("`{text}` must be more than zero"));
+    }
+    Ok(duration)
+}
+
 /// Parses `500ms`, `1s`, `2.5s`, `1m`, `1h`, `250us`; a bare number is seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -243,6 +291,29 @@ mod tests {
         assert!(parse_size("big").is_err());
         assert!(parse_size("10x").is_err());
         assert!(parse_size("12QiB").is_err());
+    }
+
+    #[test]
+    fn headers_split_at_the_first_colon() {
+        assert_eq!(
+            parse_header("Authorization: Bearer a:b"),
+            Ok(("Authorization".into(), "Bearer a:b".into()))
+        );
+        assert_eq!(parse_header("X-Empty:"), Ok(("X-Empty".into(), "".into())));
+        assert!(parse_header("no colon").is_err());
+        assert!(parse_header("bad name: x").is_err());
+        assert!(parse_positive_duration("0s").is_err());
+    }
+
+    #[test]
+    fn chat_defaults_match_the_spec() {
+        let Command::Chat(args) = Cli::parse_from(["wsbench", "chat"]).command else {
+            unreachable!("parsed from the `chat` subcommand")
+        };
+        assert_eq!(args.url, "ws://127.0.0.1:7788/chat");
+        assert_eq!(args.ping_interval, Duration::from_secs(1));
+        assert_eq!(args.pong_timeout, Duration::from_secs(3));
+        assert_eq!(args.reconnect_max_delay, Duration::from_secs(10));
     }
 
     #[test]

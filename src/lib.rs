@@ -10,11 +10,14 @@
 //! - [`server`]: `wsbench server`: accept loop, handshake, endpoints.
 //! - [`stats`]: the image statistics kernel and its reply text.
 //! - [`bench`]: `wsbench bench`, the image speed test client.
+//! - [`chat`]: `wsbench chat`, the interactive client that reconnects and
+//!   loses no typed line.
 //! - [`metrics`]: latency recording and summaries, server counters.
 //! - [`error`]: the top-level error and its exit status.
 //! - [`signal`]: Ctrl-C and SIGTERM, for every subcommand.
 
 pub mod bench;
+pub mod chat;
 pub mod cli;
 pub mod error;
 pub mod metrics;

@@ -56,9 +56,14 @@ use crate::metrics::{ServerCounters, add};
 pub const READ_CHUNK: usize = 16 * 1024;
 
 /// The reading side of the socket: reads count as liveness, writes vanish.
+///
+/// A client builds it unmuted, runs tungstenite's handshake over it (so
+/// bytes the server sent right after its 101 stay in the reader's buffer),
+/// then mutes it ([`connect_split`]).
 pub struct ReadHalf {
     stream: Arc<TcpStream>,
     last_read: Instant,
+    muted: bool,
 }
 
 impl Read for ReadHalf {
@@ -70,10 +75,14 @@ impl Read for ReadHalf {
 }
 
 impl Write for ReadHalf {
-    // tungstenite's own pong and close replies land here; `Conn::run` sends
-    // them through the writer instead, so the two never interleave.
+    // Once muted, tungstenite's own pong and close replies land here;
+    // `Conn::run` (or the client's writer) sends them through the writer
+    // instead, so the two never interleave.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        Ok(buf.len())
+        if self.muted {
+            return Ok(buf.len());
+        }
+        (&*self.stream).write(buf)
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
@@ -83,6 +92,12 @@ impl Write for ReadHalf {
 /// The writing side of the socket. tungstenite asks for `Read` too but never
 /// reads on the write path.
 pub struct WriteHalf(Arc<TcpStream>);
+
+impl WriteHalf {
+    pub fn new(stream: Arc<TcpStream>) -> WriteHalf {
+        WriteHalf(stream)
+    }
+}
 
 impl Read for WriteHalf {
     fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
@@ -434,6 +449,7 @@ impl Conn {
             ReadHalf {
                 stream: Arc::clone(&stream),
                 last_read: Instant::now(),
+                muted: true,
             },
             leftover,
             Role::Server,
@@ -763,7 +779,21 @@ pub fn client_config() -> WebSocketConfig {
 /// read and write timeout.
 pub fn connect(url: &WsUrl, timeout: Duration) -> Result<Connected, ConnectError> {
     let started = Instant::now();
-    let addrs: Vec<SocketAddr> = (url.host.as_str(), url.port)
+    let stream = tcp_connect(&url.host, url.port, timeout)?;
+    let tcp = started.elapsed();
+    let shaken = Instant::now();
+    let (socket, _response) =
+        tungstenite::client::client_with_config(url.text.as_str(), stream, Some(client_config()))
+            .map_err(handshake_error)?;
+    Ok(Connected {
+        socket,
+        tcp,
+        handshake: shaken.elapsed(),
+    })
+}
+
+fn tcp_connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, ConnectError> {
+    let addrs: Vec<SocketAddr> = (host, port)
         .to_socket_addrs()
         .map_err(|e| ConnectError::Resolve(io_cause(&e)))?
         .collect();
@@ -779,34 +809,84 @@ pub fn connect(url: &WsUrl, timeout: Duration) -> Result<Connected, ConnectError
         }
     }
     let stream = stream.ok_or(last)?;
-    let tcp = started.elapsed();
     let setup = || -> io::Result<()> {
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))
     };
     setup().map_err(|e| ConnectError::Tcp(io_cause(&e)))?;
-    let shaken = Instant::now();
-    let (socket, _response) =
-        tungstenite::client::client_with_config(url.text.as_str(), stream, Some(client_config()))
-            .map_err(|err| match err {
-            tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response)) => {
-                ConnectError::Status(response.status().as_u16())
-            }
-            tungstenite::HandshakeError::Failure(tungstenite::Error::Io(e)) => {
-                ConnectError::Handshake(io_cause(&e))
-            }
-            tungstenite::HandshakeError::Failure(other) => {
-                ConnectError::Handshake(other.to_string())
-            }
-            tungstenite::HandshakeError::Interrupted(_) => {
-                ConnectError::Handshake("timed out".into())
-            }
-        })?;
-    Ok(Connected {
-        socket,
-        tcp,
-        handshake: shaken.elapsed(),
+    Ok(stream)
+}
+
+fn handshake_error<R: tungstenite::handshake::HandshakeRole>(
+    err: tungstenite::HandshakeError<R>,
+) -> ConnectError {
+    match err {
+        tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response)) => {
+            ConnectError::Status(response.status().as_u16())
+        }
+        tungstenite::HandshakeError::Failure(tungstenite::Error::Io(e)) => {
+            ConnectError::Handshake(io_cause(&e))
+        }
+        tungstenite::HandshakeError::Failure(other) => ConnectError::Handshake(other.to_string()),
+        tungstenite::HandshakeError::Interrupted(_) => ConnectError::Handshake("timed out".into()),
+    }
+}
+
+/// A client connection split like the server's: a reader for one thread,
+/// a writer for another, one socket (see #5).
+pub struct SplitClient {
+    pub reader: WebSocket<ReadHalf>,
+    pub writer: WebSocket<WriteHalf>,
+    /// Shut it down to wake the reader.
+    pub stream: Arc<TcpStream>,
+    pub response: tungstenite::handshake::client::Response,
+}
+
+/// Connects and shakes hands like [`connect`], with a request of the
+/// caller's (extra headers, subprotocols), then splits the connection.
+///
+/// The handshake runs over an unmuted [`ReadHalf`], so whatever the server
+/// sent right behind its 101 (a greeting, often in the same segment) is
+/// already in the reader's buffer and is not lost, as it would be with
+/// `into_inner()`. After the handshake the reader is muted and its socket
+/// has no read timeout (the caller shuts the socket down to stop it); the
+/// write timeout stays `timeout`.
+pub fn connect_split(
+    request: tungstenite::handshake::client::Request,
+    timeout: Duration,
+) -> Result<SplitClient, ConnectError> {
+    let uri = request.uri();
+    let host = uri
+        .host()
+        .ok_or_else(|| ConnectError::Resolve("no host".into()))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = uri.port_u16().unwrap_or(80);
+    let stream = Arc::new(tcp_connect(&host, port, timeout)?);
+    let half = ReadHalf {
+        stream: Arc::clone(&stream),
+        last_read: Instant::now(),
+        muted: false,
+    };
+    let (mut reader, response) =
+        tungstenite::client::client_with_config(request, half, Some(client_config()))
+            .map_err(handshake_error)?;
+    reader.get_mut().muted = true;
+    stream
+        .set_read_timeout(None)
+        .map_err(|e| ConnectError::Tcp(io_cause(&e)))?;
+    let writer = WebSocket::from_raw_socket(
+        WriteHalf(Arc::clone(&stream)),
+        Role::Client,
+        Some(client_config()),
+    );
+    Ok(SplitClient {
+        reader,
+        writer,
+        stream,
+        response,
     })
 }
 

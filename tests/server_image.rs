@@ -108,11 +108,13 @@ fn fast_mode_acknowledges_then_logs_every_job() {
             );
         }
         let lines = std::fs::read_to_string(&log).unwrap();
-        let lines: Vec<serde_json::Value> = lines
+        let mut lines: Vec<serde_json::Value> = lines
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
         assert_eq!(lines.len(), 20);
+        // Jobs finish in the pool's order; `seq` is the sending order.
+        lines.sort_by_key(|line| line["seq"].as_u64());
         for (line, image) in lines.iter().zip(&images) {
             let stats = ImageStats::compute(image).unwrap();
             assert_eq!(line["len"], image.len());

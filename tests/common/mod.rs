@@ -106,10 +106,14 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(mut command: Command) -> Proc {
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        command.stdin(Stdio::null());
+        Self::spawn_with_stdin(command)
+    }
+
+    /// Like [`Proc::spawn`], with the stdin the command already has
+    /// (`Stdio::piped()` and [`Typist`], or a file).
+    pub fn spawn_with_stdin(mut command: Command) -> Proc {
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = command
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
@@ -169,6 +173,48 @@ impl Drop for Proc {
     }
 }
 
+/// Types into a child's stdin from a thread, one line per `type_line`;
+/// dropping it closes the pipe (end of input).
+pub struct Typist {
+    tx: Option<crossbeam_channel::Sender<String>>,
+}
+
+impl Typist {
+    pub fn new(proc: &mut Proc) -> Typist {
+        use std::io::Write;
+        let mut stdin = proc
+            .child
+            .stdin
+            .take()
+            .expect("spawned with Stdio::piped()");
+        let (tx, rx) = unbounded::<String>();
+        thread::spawn(move || {
+            for line in rx {
+                if stdin.write_all(format!("{line}\n").as_bytes()).is_err()
+                    || stdin.flush().is_err()
+                {
+                    break;
+                }
+            }
+        });
+        Typist { tx: Some(tx) }
+    }
+
+    pub fn type_line(&self, line: &str) {
+        let _ = self
+            .tx
+            .as_ref()
+            .expect("open until dropped")
+            .send(line.to_string());
+    }
+}
+
+impl Drop for Typist {
+    fn drop(&mut self) {
+        self.tx.take();
+    }
+}
+
 /// `wsbench server --port 0 ARGS`, started and listening.
 pub struct Server {
     pub proc: Proc,
@@ -178,8 +224,16 @@ pub struct Server {
 
 impl Server {
     pub fn start(args: &[&str]) -> Server {
+        Self::start_on(0, args)
+    }
+
+    /// `wsbench server --port PORT ARGS` (the server sets SO_REUSEADDR, so
+    /// a port it was killed on can be taken again at once).
+    pub fn start_on(port: u16, args: &[&str]) -> Server {
         let mut command = Command::new(BIN);
-        command.args(["server", "--port", "0"]).args(args);
+        command
+            .args(["server", "--port", &port.to_string()])
+            .args(args);
         command.env("RUST_LOG", "info");
         Self::from_command(command)
     }
@@ -233,6 +287,15 @@ impl Server {
             .wait(limit)
             .unwrap_or_else(|| panic!("server did not exit within {limit:?} of SIGTERM"))
     }
+}
+
+/// A port that was free a moment ago (bound on port 0, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Sends a raw request and reads until the server closes.

@@ -62,7 +62,7 @@ pub struct ServerArgs {
     /// Reply after computing the statistics (slow) or at once (fast).
     #[arg(long, value_enum, default_value_t = ResponseMode::Slow)]
     pub response: ResponseMode,
-    /// Threads of the statistics pool [default: number of cores].
+    /// Threads computing fast-mode (background) statistics [default: number of cores].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub pool_threads: Option<u32>,
     /// Open connections beyond this are refused with HTTP 503.

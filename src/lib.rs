@@ -10,6 +10,7 @@
 //! - [`server`]: `wsbench server`: accept loop, handshake, endpoints.
 //! - [`stats`]: the image statistics kernel and its reply text.
 //! - [`bench`]: `wsbench bench`, the image speed test client.
+//! - [`http`]: a minimal blocking HTTP/1.1 client (pingpong, `/metrics`).
 //! - [`metrics`]: latency recording and summaries, server counters.
 //! - [`error`]: the top-level error and its exit status.
 //! - [`signal`]: Ctrl-C and SIGTERM, for every subcommand.
@@ -17,6 +18,7 @@
 pub mod bench;
 pub mod cli;
 pub mod error;
+pub mod http;
 pub mod metrics;
 pub mod net;
 pub mod server;

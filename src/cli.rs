@@ -28,6 +28,8 @@ pub enum Command {
     Server(ServerArgs),
     /// The image speed test: send images, time every message, summarise.
     Bench(BenchArgs),
+    /// WebSocket vs HTTP: N request/reply round trips over each, as a table.
+    Pingpong(PingpongArgs),
 }
 
 /// When the server computes an image's statistics relative to its reply.
@@ -165,6 +167,46 @@ pub struct BenchArgs {
     /// Print the summary as one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+/// How `pingpong` carries its HTTP requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HttpMode {
+    /// One kept-alive connection for every request of a run.
+    Keepalive,
+    /// A new connection per request (what the original Python `requests` calls did).
+    NewConnection,
+    /// Both, one after the other, each beside the same WebSocket run.
+    Both,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PingpongArgs {
+    /// Round trips per run; each count is one WebSocket run and one HTTP run per mode.
+    #[arg(
+        value_name = "COUNTS",
+        default_values_t = [1000u64, 5000, 10000],
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub counts: Vec<u64>,
+    /// WebSocket server, e.g. ws://127.0.0.1:7788/ [default: the embedded
+    /// server, or the host and port of --http-url].
+    #[arg(long, value_name = "URL")]
+    pub ws_url: Option<String>,
+    /// HTTP server, e.g. http://127.0.0.1:7788/ [default: the embedded
+    /// server, or the host and port of --ws-url].
+    #[arg(long, value_name = "URL")]
+    pub http_url: Option<String>,
+    /// keepalive: one connection for all requests; new-connection: one per
+    /// request; both: one run of each.
+    #[arg(long, value_enum, default_value_t = HttpMode::Keepalive)]
+    pub http_mode: HttpMode,
+    /// Also write the Markdown report to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Limit for each connect, send and receive.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
 /// Parses `500ms`, `1s`, `2.5s`, `1m`, `1h`, `250us`; a bare number is seconds.

@@ -10,6 +10,7 @@
 //! - [`server`]: `wsbench server`: accept loop, handshake, endpoints.
 //! - [`stats`]: the image statistics kernel and its reply text.
 //! - [`bench`]: `wsbench bench`, the image speed test client.
+//! - [`pingpong`]: `wsbench pingpong`, WebSocket vs HTTP round trips as a table.
 //! - [`http`]: a minimal blocking HTTP/1.1 client (pingpong, `/metrics`).
 //! - [`metrics`]: latency recording and summaries, server counters.
 //! - [`error`]: the top-level error and its exit status.
@@ -21,6 +22,7 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod net;
+pub mod pingpong;
 pub mod server;
 pub mod signal;
 pub mod stats;

@@ -14,6 +14,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Server(args) => wsbench::server::run(args),
         Command::Bench(args) => wsbench::bench::run(args),
+        Command::Pingpong(args) => wsbench::pingpong::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

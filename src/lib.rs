@@ -11,6 +11,7 @@
 //! - [`stats`]: the image statistics kernel and its reply text.
 //! - [`bench`]: `wsbench bench`, the image speed test client.
 //! - [`pingpong`]: `wsbench pingpong`, WebSocket vs HTTP round trips as a table.
+//! - [`load`]: `wsbench load`, many connections in batches, held, then closed.
 //! - [`http`]: a minimal blocking HTTP/1.1 client (pingpong, `/metrics`).
 //! - [`metrics`]: latency recording and summaries, server counters.
 //! - [`error`]: the top-level error and its exit status.
@@ -20,6 +21,7 @@ pub mod bench;
 pub mod cli;
 pub mod error;
 pub mod http;
+pub mod load;
 pub mod metrics;
 pub mod net;
 pub mod pingpong;

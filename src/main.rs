@@ -15,6 +15,7 @@ fn main() -> ExitCode {
         Command::Server(args) => wsbench::server::run(args),
         Command::Bench(args) => wsbench::bench::run(args),
         Command::Pingpong(args) => wsbench::pingpong::run(args),
+        Command::Load(args) => wsbench::load::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -15,6 +15,11 @@
 //! - scale (#6): 10,000 idle connections to a separate server process:
 //!   open rate, server RSS per connection, threads per connection, and
 //!   round-trip p99 with all of them open.
+//! - pingpong (#7): `pingpong`'s own WebSocket and HTTP keep-alive runs
+//!   against a raw-TCP 16-byte request/reply, interleaved.
+//! - load (#7): `wsbench load` of 2,000 connections (WSBENCH_LOAD=10000
+//!   for the 10,000-connection run) against a separate server process:
+//!   established, connections/s, handshake p99, connections lost while held.
 //!
 //! Writes target/bench/results.md and target/bench/results.json.
 //! WSBENCH_QUICK=1 runs a smaller pass.
@@ -27,6 +32,9 @@ use std::time::Instant;
 
 use serde::Serialize;
 use tungstenite::Message;
+use wsbench::http::HttpUrl;
+use wsbench::net::WsUrl;
+use wsbench::pingpong;
 use wsbench::stats::{ImageStats, random_image};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wsbench");
@@ -624,6 +632,107 @@ fn main() {
         None,
         "1,000 connections spread over the open ones".into(),
     );
+    // pingpong (#7): the subcommand's own runs, each beside a raw-TCP
+    // 16-byte request/reply measured just before it.
+    let pp_server = start_server(&[]);
+    let ws_url = WsUrl::parse(&format!("ws://{}/", pp_server.1)).unwrap();
+    let http_url = HttpUrl::parse(&format!("http://{}/", pp_server.1)).unwrap();
+    let hidden = indicatif::ProgressBar::hidden();
+    let timeout = std::time::Duration::from_secs(10);
+    let (mut ws_rate, mut ws_raw, mut http_ws) = (vec![], vec![], vec![]);
+    for _ in 0..repeats {
+        let raw = raw_round_trips(&raw_text, &[b'p'; 16], pings);
+        let ws = pingpong::ws_pings(&ws_url, pings as u64, timeout, &hidden).unwrap();
+        let http = pingpong::http_pings(&http_url, pings as u64, true, timeout, &hidden).unwrap();
+        let rate = ws.done as f64 / ws.duration.as_secs_f64();
+        ws_rate.push(rate);
+        ws_raw.push(rate / raw);
+        http_ws.push(http.duration.as_secs_f64() / ws.duration.as_secs_f64());
+    }
+    add(
+        "pingpong: WebSocket round trips",
+        median(ws_rate),
+        "per s",
+        None,
+        format!("{repeats} runs of {pings}, connect and handshake included"),
+    );
+    let r = median(ws_raw);
+    add(
+        "pingpong: WebSocket / raw TCP 16-byte",
+        r,
+        "ratio",
+        Some(("≥ 0.9".into(), r >= 0.9)),
+        "per-run ratio, median".into(),
+    );
+    let r = median(http_ws);
+    add(
+        "pingpong: HTTP keep-alive time / WebSocket time",
+        r,
+        "ratio",
+        Some(("≤ 2".into(), r <= 2.0)),
+        "GET / + N POST / vs N pings, per-run ratio, median".into(),
+    );
+    drop(pp_server);
+
+    // load (#7): a separate server, so the client's descriptors are its own.
+    let load_rounds = match std::env::var("WSBENCH_LOAD").ok().as_deref() {
+        Some("10000") => 10,
+        _ if quick => 1,
+        _ => 2,
+    };
+    let load_total = load_rounds * 500 * 2;
+    let load_server = start_server(&["--max-connections", "10100"]);
+    let (mut established, mut rate, mut hs_p99, mut lost) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..repeats.min(3) {
+        let out = Command::new(BIN)
+            .args(["load", "--url", &format!("ws://{}/", load_server.1)])
+            .args(["--rounds", &load_rounds.to_string(), "--batch-size", "500"])
+            .args(["--workers", "2", "--hold", "1s", "--json"])
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "wsbench load: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        established.push(run["established"].as_f64().unwrap());
+        rate.push(run["connections_per_s"].as_f64().unwrap());
+        hs_p99.push(run["handshake"]["p99"].as_f64().unwrap() * 1e3);
+        lost.push(run["lost_while_held"].as_f64().unwrap());
+    }
+    let e = median(established);
+    add(
+        &format!("load {load_total}: established"),
+        e,
+        "count",
+        Some((format!("= {load_total}"), e == load_total as f64)),
+        "rounds × 500 × 2 workers, hold 1s".into(),
+    );
+    add(
+        &format!("load {load_total}: connections/s"),
+        median(rate),
+        "per s",
+        None,
+        "established / setup wall time".into(),
+    );
+    add(
+        &format!("load {load_total}: handshake p99"),
+        median(hs_p99),
+        "ms",
+        None,
+        String::new(),
+    );
+    let l = median(lost);
+    add(
+        &format!("load {load_total}: lost while held"),
+        l,
+        "count",
+        Some(("0".into(), l == 0.0)),
+        String::new(),
+    );
+    drop(load_server);
 
     write_results(&figures, quick);
 }

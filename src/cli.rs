@@ -5,6 +5,7 @@
 //! Flag names and defaults are spelled exactly as in SPEC.md: other programs
 //! and scripts call them. clap reports bad usage with exit status 2.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -31,6 +32,10 @@ pub enum Command {
     /// Interactive chat client: stdin lines out, `< ` lines in; heartbeats,
     /// reconnects, no typed line lost.
     Chat(ChatArgs),
+    /// WebSocket vs HTTP: N request/reply round trips over each, as a table.
+    Pingpong(PingpongArgs),
+    /// Connection load test: open many connections in batches, hold, round-trip, close.
+    Load(LoadArgs),
 }
 
 /// When the server computes an image's statistics relative to its reply.
@@ -213,6 +218,76 @@ pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
         return Err(format!("`{text}` must be more than zero"));
     }
     Ok(duration)
+}
+
+/// How `pingpong` carries its HTTP requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HttpMode {
+    /// One kept-alive connection for every request of a run.
+    Keepalive,
+    /// A new connection per request (what the original Python `requests` calls did).
+    NewConnection,
+    /// Both, one after the other, each beside the same WebSocket run.
+    Both,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PingpongArgs {
+    /// Round trips per run; each count is one WebSocket run and one HTTP run per mode.
+    #[arg(
+        value_name = "COUNTS",
+        default_values_t = [1000u64, 5000, 10000],
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub counts: Vec<u64>,
+    /// WebSocket server, e.g. ws://127.0.0.1:7788/ [default: the embedded
+    /// server, or the host and port of --http-url].
+    #[arg(long, value_name = "URL")]
+    pub ws_url: Option<String>,
+    /// HTTP server, e.g. http://127.0.0.1:7788/ [default: the embedded
+    /// server, or the host and port of --ws-url].
+    #[arg(long, value_name = "URL")]
+    pub http_url: Option<String>,
+    /// keepalive: one connection for all requests; new-connection: one per
+    /// request; both: one run of each.
+    #[arg(long, value_enum, default_value_t = HttpMode::Keepalive)]
+    pub http_mode: HttpMode,
+    /// Also write the Markdown report to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Limit for each connect, send and receive.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LoadArgs {
+    /// Server to load, e.g. ws://127.0.0.1:7788/ [default: an embedded server].
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Batches each worker opens, one after the other.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rounds: u32,
+    /// Connections of one batch, set up concurrently.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=20_000))]
+    pub batch_size: u32,
+    /// Worker threads per bind address, each opening its own batches.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub workers: u32,
+    /// Local source addresses, comma-separated (e.g. 127.0.0.1,127.0.0.2),
+    /// so one client can go past one address's ephemeral ports
+    /// [default: the system picks].
+    #[arg(long, value_delimiter = ',', value_name = "ADDR,...")]
+    pub bind: Vec<IpAddr>,
+    /// How long every connection stays open after the last batch is set up.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub hold: Duration,
+    /// Limit for each TCP connect, handshake and round trip.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Parses `500ms`, `1s`, `2.5s`, `1m`, `1h`, `250us`; a bare number is seconds.

@@ -20,6 +20,13 @@ pub enum Error {
         total: u64,
         first: String,
     },
+    #[error("wrong reply from {url} to {request}: got {got}, expected {expected}")]
+    WrongReply {
+        url: String,
+        request: String,
+        got: String,
+        expected: String,
+    },
     #[error("{0}")]
     Other(String),
 }

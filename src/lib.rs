@@ -12,6 +12,9 @@
 //! - [`bench`]: `wsbench bench`, the image speed test client.
 //! - [`chat`]: `wsbench chat`, the interactive client that reconnects and
 //!   loses no typed line.
+//! - [`pingpong`]: `wsbench pingpong`, WebSocket vs HTTP round trips as a table.
+//! - [`load`]: `wsbench load`, many connections in batches, held, then closed.
+//! - [`http`]: a minimal blocking HTTP/1.1 client (pingpong, `/metrics`).
 //! - [`metrics`]: latency recording and summaries, server counters.
 //! - [`error`]: the top-level error and its exit status.
 //! - [`signal`]: Ctrl-C and SIGTERM, for every subcommand.
@@ -20,8 +23,11 @@ pub mod bench;
 pub mod chat;
 pub mod cli;
 pub mod error;
+pub mod http;
+pub mod load;
 pub mod metrics;
 pub mod net;
+pub mod pingpong;
 pub mod server;
 pub mod signal;
 pub mod stats;

@@ -15,6 +15,8 @@ fn main() -> ExitCode {
         Command::Server(args) => wsbench::server::run(args),
         Command::Bench(args) => wsbench::bench::run(args),
         Command::Chat(args) => wsbench::chat::run(args),
+        Command::Pingpong(args) => wsbench::pingpong::run(args),
+        Command::Load(args) => wsbench::load::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -63,6 +63,17 @@ impl Latency {
             .expect("value is clamped into range");
     }
 
+    /// Adds every value `other` recorded (per-thread recorders, one summary).
+    pub fn merge(&mut self, other: &Latency) {
+        self.histogram
+            .add(&other.histogram)
+            .expect("every recorder has the same bounds");
+    }
+
+    pub fn count(&self) -> u64 {
+        self.histogram.len()
+    }
+
     pub fn summary(&self) -> LatencySummary {
         let s = |ns: u64| ns as f64 / 1e9;
         if self.histogram.is_empty() {

@@ -2,7 +2,9 @@
 
 Replies to a binary image with `Received: {len}` (the original fast reply), or
 with full numpy statistics (`--reply full`), or with statistics that lie about
-the max (`--reply lie`, for `wsbench bench --verify`). Text gets the `/` rule.
+the max (`--reply lie`, for `wsbench bench --verify`). Text gets the `/` rule,
+with `--pong TEXT` as the answer to a ping (a wrong one for `wsbench pingpong`).
+Plain HTTP gets what `websockets` answers a request without an upgrade.
 Prints `listening on ws://HOST:PORT` once it accepts connections.
 """
 import argparse
@@ -24,6 +26,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--reply", choices=["len", "full", "lie"], default="len")
+    parser.add_argument("--pong", default="Pong!")
     args = parser.parse_args()
 
     async def handler(ws):
@@ -34,7 +37,7 @@ async def main() -> None:
                 else:
                     await ws.send(stats_reply(message, args.reply == "lie"))
             elif "ping" in message.lower():
-                await ws.send("Pong!")
+                await ws.send(args.pong)
             else:
                 await ws.send(f"Data {message} received successfully.")
 

@@ -1,0 +1,1036 @@
+//! `wsbench load`: the connection load test (#7). Opens many WebSocket
+//! connections in controlled batches, holds them, does one text round trip
+//! on each, closes them cleanly, and reports what happened.
+//!
+//! ```text
+//! per bind address × --workers:
+//!   worker thread ─ batch 1: --batch-size non-blocking connects + handshakes,
+//!   (256 KiB)     │          driven by one poll() until every one is open,
+//!                 │          failed (by reason) or timed out
+//!                 ├─ hand the open sockets to its holder ─────────┐
+//!                 └─ batch 2 … --rounds                            │
+//! holder thread ─ poll() over all its sockets + a wake-up socket <─┘
+//!   (256 KiB)     answers the server's pings until told to finish,
+//!                 then: one text round trip each, close frames to all,
+//!                 wait for every close reply
+//! main ─ join workers (setup time) ─ read /metrics ─ wait --hold ─ finish
+//! ```
+//!
+//! A held connection costs a socket and a tungstenite buffer, not a thread:
+//! 10,000 connections take 2 × workers threads. Holders answer pings
+//! because a client that never reads gets every connection closed by the
+//! server's heartbeat, which is how older load tools under-report.
+//! `poll` with no timeout is a real wait: holders sleep until a socket or
+//! their wake-up socket has something.
+//!
+//! Descriptors: each client connection is one; an embedded server in this
+//! process needs one more per connection, so a run that cannot fit under
+//! `ulimit -n` is refused before it starts.
+
+use std::io::{self, IsTerminal, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use socket2::{Domain, Socket, Type};
+use tungstenite::handshake::client::{ClientHandshake, Response};
+use tungstenite::handshake::{HandshakeError, MidHandshake};
+use tungstenite::protocol::WebSocketConfig;
+use tungstenite::{Message, WebSocket};
+
+use crate::cli::{LoadArgs, ServerArgs};
+use crate::error::{Error, io_cause};
+use crate::http::{self, HttpUrl};
+use crate::metrics::{Latency, LatencySummary, human};
+use crate::net::{self, WsUrl};
+
+/// Stack of worker and holder threads: they keep their state on the heap;
+/// the deepest path is a handshake (httparse's header array, a few KiB).
+const THREAD_STACK: usize = 256 * 1024;
+
+/// Descriptors kept free for everything else: std streams, the log, the
+/// wake-up sockets, the /metrics read, the server's listener.
+const FD_MARGIN: u64 = 64;
+
+/// Why a connection could not be set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    Refused,
+    Timeout,
+    /// The server answered the upgrade with HTTP 503 (over its limit).
+    Http503,
+    /// Any other refused or broken handshake (another status, bad reply).
+    Handshake,
+    /// The connection was reset or closed during setup.
+    Reset,
+    /// Anything else: no free port, no descriptor, interrupted.
+    Other,
+}
+
+/// Failed connections by reason.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Failures {
+    pub refused: u64,
+    pub timeout: u64,
+    #[serde(rename = "503")]
+    pub http_503: u64,
+    pub handshake: u64,
+    pub reset: u64,
+    pub other: u64,
+}
+
+impl Failures {
+    fn count(&mut self, reason: Reason) {
+        *match reason {
+            Reason::Refused => &mut self.refused,
+            Reason::Timeout => &mut self.timeout,
+            Reason::Http503 => &mut self.http_503,
+            Reason::Handshake => &mut self.handshake,
+            Reason::Reset => &mut self.reset,
+            Reason::Other => &mut self.other,
+        } += 1;
+    }
+
+    fn add(&mut self, other: &Failures) {
+        self.refused += other.refused;
+        self.timeout += other.timeout;
+        self.http_503 += other.http_503;
+        self.handshake += other.handshake;
+        self.reset += other.reset;
+        self.other += other.other;
+    }
+
+    pub fn total(&self) -> u64 {
+        self.refused + self.timeout + self.http_503 + self.handshake + self.reset + self.other
+    }
+}
+
+/// Where connections go, and how.
+struct Target {
+    url: WsUrl,
+    addr: SocketAddr,
+    config: WebSocketConfig,
+    timeout: Duration,
+}
+
+/// What one worker's batches set up.
+#[derive(Default)]
+struct Setup {
+    attempted: u64,
+    established: u64,
+    failures: Failures,
+    first_error: Option<String>,
+    tcp: Latency,
+    handshake: Latency,
+}
+
+impl Setup {
+    fn fail(&mut self, reason: Reason, why: String) {
+        self.failures.count(reason);
+        log::debug!("connection failed: {why}");
+        self.first_error.get_or_insert(why);
+    }
+}
+
+enum Step {
+    Connecting(Socket),
+    Handshaking(MidHandshake<ClientHandshake<TcpStream>>),
+}
+
+/// A connection of the current batch that is neither open nor failed yet.
+struct Pending {
+    step: Option<Step>,
+    fd: RawFd,
+    phase_started: Instant,
+}
+
+/// Whether a pending connection is still pending after a step.
+enum Progress {
+    Waiting,
+    /// Open (pushed to the batch's open list) or failed (counted).
+    Done,
+}
+
+/// Starts a non-blocking connect from `bind` (port chosen at connect).
+fn start_connect(target: &Target, bind: Option<IpAddr>) -> io::Result<Pending> {
+    let socket = Socket::new(Domain::for_address(target.addr), Type::STREAM, None)?;
+    socket.set_nonblocking(true)?;
+    socket.set_tcp_nodelay(true)?;
+    if let Some(ip) = bind {
+        if ip.is_ipv4() {
+            // Without this, bind() picks the port alone and reserves it for
+            // every destination, so one address would stop near 28,000
+            // connections in all; with it connect() picks a port unique
+            // for this 4-tuple only.
+            let one: libc::c_int = 1;
+            // SAFETY: setsockopt reads an int of the size passed.
+            unsafe {
+                libc::setsockopt(
+                    socket.as_raw_fd(),
+                    libc::IPPROTO_IP,
+                    libc::IP_BIND_ADDRESS_NO_PORT,
+                    (&one as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+            }
+        }
+        socket.bind(&SocketAddr::new(ip, 0).into())?;
+    }
+    let started = Instant::now();
+    match socket.connect(&target.addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(Pending {
+        fd: socket.as_raw_fd(),
+        step: Some(Step::Connecting(socket)),
+        phase_started: started,
+    })
+}
+
+fn io_reason(err: &io::Error) -> Reason {
+    use io::ErrorKind::*;
+    match err.kind() {
+        ConnectionRefused => Reason::Refused,
+        TimedOut | WouldBlock => Reason::Timeout,
+        ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof => Reason::Reset,
+        _ => Reason::Other,
+    }
+}
+
+fn handshake_reason(err: tungstenite::Error) -> (Reason, String) {
+    use tungstenite::Error as E;
+    match err {
+        E::Http(response) => {
+            let status = response.status().as_u16();
+            let reason = if status == 503 {
+                Reason::Http503
+            } else {
+                Reason::Handshake
+            };
+            (reason, format!("server answered HTTP {status}"))
+        }
+        E::Io(e) => {
+            let reason = match io_reason(&e) {
+                Reason::Other => Reason::Handshake,
+                reason => reason,
+            };
+            (reason, format!("handshake: {}", io_cause(&e)))
+        }
+        E::Protocol(tungstenite::error::ProtocolError::HandshakeIncomplete)
+        | E::ConnectionClosed
+        | E::AlreadyClosed => (
+            Reason::Reset,
+            "connection closed during the handshake".into(),
+        ),
+        other => (Reason::Handshake, format!("handshake failed: {other}")),
+    }
+}
+
+type HandshakeResult =
+    Result<(WebSocket<TcpStream>, Response), HandshakeError<ClientHandshake<TcpStream>>>;
+
+/// Moves one pending connection on after poll said its socket is ready.
+fn advance(
+    pending: &mut Pending,
+    target: &Target,
+    setup: &mut Setup,
+    open: &mut Vec<WebSocket<TcpStream>>,
+) -> Progress {
+    let result: HandshakeResult = match pending.step.take().expect("a pending step is set") {
+        Step::Connecting(socket) => {
+            match socket.take_error() {
+                Ok(None) => {}
+                Ok(Some(e)) | Err(e) => {
+                    setup.fail(io_reason(&e), format!("connect: {}", io_cause(&e)));
+                    return Progress::Done;
+                }
+            }
+            setup.tcp.record(pending.phase_started.elapsed());
+            pending.phase_started = Instant::now();
+            let stream: TcpStream = socket.into();
+            tungstenite::client::client_with_config(
+                target.url.text.as_str(),
+                stream,
+                Some(target.config),
+            )
+        }
+        Step::Handshaking(mid) => mid.handshake(),
+    };
+    match result {
+        Ok((ws, _response)) => {
+            setup.handshake.record(pending.phase_started.elapsed());
+            setup.established += 1;
+            open.push(ws);
+            Progress::Done
+        }
+        Err(HandshakeError::Interrupted(mid)) => {
+            pending.step = Some(Step::Handshaking(mid));
+            Progress::Waiting
+        }
+        Err(HandshakeError::Failure(err)) => {
+            let (reason, why) = handshake_reason(err);
+            setup.fail(reason, why);
+            Progress::Done
+        }
+    }
+}
+
+/// Sets up one batch concurrently: every connect is started, then one
+/// poll() drives them all through the handshake. Returns the open ones.
+fn open_batch(
+    target: &Target,
+    bind: Option<IpAddr>,
+    size: u32,
+    setup: &mut Setup,
+) -> Vec<WebSocket<TcpStream>> {
+    let mut pending = Vec::with_capacity(size as usize);
+    let mut open = Vec::with_capacity(size as usize);
+    for _ in 0..size {
+        setup.attempted += 1;
+        match start_connect(target, bind) {
+            Ok(p) => pending.push(p),
+            Err(e) => setup.fail(io_reason(&e), format!("connect: {}", io_cause(&e))),
+        }
+    }
+    let mut fds: Vec<libc::pollfd> = Vec::with_capacity(pending.len());
+    while !pending.is_empty() {
+        if crate::signal::interrupted() {
+            for _ in pending.drain(..) {
+                setup.fail(Reason::Other, "interrupted".into());
+            }
+            break;
+        }
+        fds.clear();
+        fds.extend(pending.iter().map(|p| libc::pollfd {
+            fd: p.fd,
+            // The request is ~250 bytes into an empty send buffer, so a
+            // handshake only ever waits to read.
+            events: match p.step {
+                Some(Step::Connecting(_)) => libc::POLLOUT,
+                _ => libc::POLLIN,
+            },
+            revents: 0,
+        }));
+        let now = Instant::now();
+        let next_deadline = pending
+            .iter()
+            .map(|p| p.phase_started + target.timeout)
+            .min()
+            .expect("pending is not empty");
+        let wait_ms = next_deadline
+            .saturating_duration_since(now)
+            .as_millis()
+            .saturating_add(1)
+            .min(i32::MAX as u128) as i32;
+        // SAFETY: fds is a valid array of fds.len() pollfd structs.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, wait_ms) };
+        if ready < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            for _ in pending.drain(..) {
+                setup.fail(Reason::Other, format!("poll: {}", io_cause(&err)));
+            }
+            break;
+        }
+        let now = Instant::now();
+        // Backwards, so swap_remove only moves entries already visited and
+        // fds[i] still belongs to pending[i].
+        for i in (0..pending.len()).rev() {
+            if fds[i].revents != 0 {
+                if let Progress::Done = advance(&mut pending[i], target, setup, &mut open) {
+                    pending.swap_remove(i);
+                }
+            } else if now >= pending[i].phase_started + target.timeout {
+                let phase = match pending[i].step {
+                    Some(Step::Connecting(_)) => "connect",
+                    _ => "handshake",
+                };
+                setup.fail(Reason::Timeout, format!("{phase}: timed out"));
+                pending.swap_remove(i);
+            }
+        }
+    }
+    open
+}
+
+/// What a worker sends its holder, and what main sends at the end.
+enum ToHolder {
+    Open(Vec<WebSocket<TcpStream>>),
+    Finish,
+}
+
+/// The sending side of a holder: a channel plus a byte on its wake-up
+/// socket, so the holder's poll() returns.
+#[derive(Clone)]
+struct HolderLink {
+    tx: Sender<ToHolder>,
+    wake: Arc<UnixStream>,
+}
+
+impl HolderLink {
+    fn send(&self, message: ToHolder) {
+        let _ = self.tx.send(message);
+        // Non-blocking: if the socket is full, a wake-up is already pending.
+        let _ = (&*self.wake).write(&[1]);
+    }
+}
+
+/// What a holder saw, from the hold to the close.
+#[derive(Default)]
+struct Held {
+    held: u64,
+    lost: u64,
+    first_lost: Option<String>,
+    pings: u64,
+    round_trip: Latency,
+    round_trips_failed: u64,
+    first_round_trip_error: Option<String>,
+    closed_cleanly: u64,
+}
+
+fn describe(err: &tungstenite::Error) -> String {
+    match err {
+        tungstenite::Error::Io(e) => io_cause(e),
+        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
+            "connection closed".into()
+        }
+        tungstenite::Error::Protocol(
+            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+        ) => "connection reset".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Reads everything a held socket has; tungstenite queues a pong for each
+/// ping and sends it on the next read. Err: the connection is gone.
+fn service(ws: &mut WebSocket<TcpStream>, pings: &mut u64) -> Result<(), String> {
+    loop {
+        match ws.read() {
+            Ok(Message::Ping(_)) => *pings += 1,
+            Ok(Message::Close(frame)) => {
+                return Err(match frame {
+                    Some(f) => format!(
+                        "closed by the server with {} {}",
+                        u16::from(f.code),
+                        f.reason
+                    ),
+                    None => "closed by the server".into(),
+                });
+            }
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Ok(());
+            }
+            Err(e) => return Err(describe(&e)),
+        }
+    }
+}
+
+fn holder(rx: Receiver<ToHolder>, wake: UnixStream, timeout: Duration) -> Held {
+    let mut held = Held::default();
+    let mut conns: Vec<WebSocket<TcpStream>> = Vec::new();
+    let mut fds: Vec<libc::pollfd> = Vec::new();
+    'hold: loop {
+        loop {
+            match rx.try_recv() {
+                Ok(ToHolder::Open(batch)) => conns.extend(batch),
+                Ok(ToHolder::Finish) | Err(TryRecvError::Disconnected) => break 'hold,
+                Err(TryRecvError::Empty) => break,
+            }
+        }
+        fds.clear();
+        fds.push(libc::pollfd {
+            fd: wake.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        fds.extend(conns.iter().map(|ws| libc::pollfd {
+            fd: ws.get_ref().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }));
+        // SAFETY: fds is a valid array of fds.len() pollfd structs.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        if ready < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            log::error!("holder: poll failed: {}", io_cause(&err));
+            break;
+        }
+        if fds[0].revents != 0 {
+            let mut sink = [0u8; 64];
+            while matches!((&wake).read(&mut sink), Ok(n) if n > 0) {}
+        }
+        for i in (0..conns.len()).rev() {
+            if fds[i + 1].revents == 0 {
+                continue;
+            }
+            if let Err(why) = service(&mut conns[i], &mut held.pings) {
+                held.lost += 1;
+                log::debug!("held connection lost: {why}");
+                held.first_lost.get_or_insert(why);
+                conns.swap_remove(i);
+            }
+        }
+    }
+    held.held = conns.len() as u64;
+    finish(&mut conns, timeout, &mut held);
+    held
+}
+
+/// One text round trip on every connection, then close frames to all and
+/// every close reply awaited (pipelined, so 5,000 closes cost about one
+/// round trip each of CPU, not of waiting).
+fn finish(conns: &mut [WebSocket<TcpStream>], timeout: Duration, held: &mut Held) {
+    let mut alive = vec![true; conns.len()];
+    for (ws, alive) in conns.iter_mut().zip(alive.iter_mut()) {
+        let stream = ws.get_ref();
+        let blocking = stream
+            .set_nonblocking(false)
+            .and_then(|()| stream.set_read_timeout(Some(timeout)))
+            .and_then(|()| stream.set_write_timeout(Some(timeout)));
+        let sent = Instant::now();
+        let result = blocking
+            .map_err(|e| io_cause(&e))
+            .and_then(|()| ws.send(Message::text("ping")).map_err(|e| describe(&e)))
+            .and_then(|()| {
+                loop {
+                    match ws.read() {
+                        Ok(Message::Text(_) | Message::Binary(_)) => break Ok(()),
+                        Ok(Message::Close(_)) => break Err("closed by the server".to_string()),
+                        Ok(_) => {}
+                        Err(e) => break Err(describe(&e)),
+                    }
+                }
+            });
+        match result {
+            Ok(()) => held.round_trip.record(sent.elapsed()),
+            Err(why) => {
+                held.round_trips_failed += 1;
+                held.first_round_trip_error.get_or_insert(why);
+                *alive = false;
+            }
+        }
+    }
+    for (ws, alive) in conns.iter_mut().zip(alive.iter_mut()) {
+        if *alive && ws.close(None).is_err() {
+            *alive = false;
+        }
+    }
+    for (ws, alive) in conns.iter_mut().zip(alive) {
+        if !alive {
+            continue;
+        }
+        // Our close, the server's reply, then its TCP close: clean.
+        loop {
+            match ws.read() {
+                Ok(_) => {}
+                Err(tungstenite::Error::ConnectionClosed) => {
+                    held.closed_cleanly += 1;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+/// The run's figures, as printed and as `--json`.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub url: String,
+    pub embedded_server: bool,
+    pub bind: Vec<String>,
+    pub workers: u32,
+    pub rounds: u32,
+    pub batch_size: u32,
+    pub attempted: u64,
+    pub established: u64,
+    pub failed: u64,
+    pub failures: Failures,
+    pub setup_s: f64,
+    pub connections_per_s: f64,
+    pub hold_s: f64,
+    pub held: u64,
+    pub lost_while_held: u64,
+    pub server_pings_answered: u64,
+    pub round_trips_ok: u64,
+    pub round_trips_failed: u64,
+    pub closed_cleanly: u64,
+    /// `wsbench_connections_current` while every connection was open.
+    pub server_connections_current: Option<u64>,
+    /// Why the server's count is missing, when it is.
+    pub server_connections_unavailable: Option<String>,
+    pub interrupted: bool,
+    pub tcp_connect: LatencySummary,
+    pub handshake: LatencySummary,
+    pub round_trip: LatencySummary,
+}
+
+/// Raises the soft descriptor limit to the hard one; returns the limit.
+fn raise_fd_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return u64::MAX;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    limit.rlim_cur
+}
+
+/// Refuses, before anything starts, a run whose descriptors cannot fit.
+fn check_fd_limit(total: u64, embedded: bool, limit: u64) -> Result<(), Error> {
+    let needed = if embedded { 2 * total } else { total } + FD_MARGIN;
+    if needed <= limit {
+        return Ok(());
+    }
+    Err(Error::Other(if embedded {
+        format!(
+            "load would open {total} connections to an embedded server in this process, which needs {needed} file descriptors (one per side) but the limit (ulimit -n) is {limit}: start the server separately (wsbench server --port 7788) and pass --url ws://127.0.0.1:7788/"
+        )
+    } else {
+        format!(
+            "load would open {total} connections, which needs {needed} file descriptors but the limit (ulimit -n) is {limit}: lower --rounds, --batch-size or --workers"
+        )
+    }))
+}
+
+/// `wsbench_connections_current` from the server's `/metrics`, or why not.
+fn server_connections(url: &WsUrl, timeout: Duration) -> Result<u64, String> {
+    let authority = if url.host.contains(':') {
+        format!("[{}]:{}", url.host, url.port)
+    } else {
+        format!("{}:{}", url.host, url.port)
+    };
+    let text = format!("http://{authority}/metrics");
+    let metrics = HttpUrl::parse(&text).map_err(|why| format!("{text}: {why}"))?;
+    let response = http::get(&metrics, timeout).map_err(|e| format!("{text}: {e}"))?;
+    match response.status {
+        200 => {}
+        503 => {
+            return Err(format!(
+                "{text} answered HTTP 503: the server is at its connection limit"
+            ));
+        }
+        status => {
+            return Err(format!(
+                "{text} answered HTTP {status}: not a wsbench server"
+            ));
+        }
+    }
+    String::from_utf8_lossy(&response.body)
+        .lines()
+        .find_map(|l| l.strip_prefix("wsbench_connections_current "))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| format!("{text} has no wsbench_connections_current: not a wsbench server"))
+}
+
+fn progress_bar(count: u64) -> ProgressBar {
+    // Never draw into a pipe or a file.
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(count), ProgressDrawTarget::stderr());
+    if let Ok(style) =
+        ProgressStyle::with_template("{bar:40} {pos}/{len} connections  {per_sec}  eta {eta}")
+    {
+        bar.set_style(style);
+    }
+    bar
+}
+
+pub fn run(args: LoadArgs) -> Result<(), Error> {
+    let binds: Vec<Option<IpAddr>> = if args.bind.is_empty() {
+        vec![None]
+    } else {
+        args.bind.iter().copied().map(Some).collect()
+    };
+    let per_bind = args.workers as u64 * args.rounds as u64 * args.batch_size as u64;
+    let total = binds.len() as u64 * per_bind;
+    let embedded = args.url.is_none();
+    check_fd_limit(total, embedded, raise_fd_limit())?;
+    for ip in args.bind.iter() {
+        let probe = Socket::new(
+            Domain::for_address(SocketAddr::new(*ip, 0)),
+            Type::STREAM,
+            None,
+        )
+        .and_then(|s| s.bind(&SocketAddr::new(*ip, 0).into()));
+        if let Err(e) = probe {
+            return Err(Error::Other(format!(
+                "cannot bind to --bind address {ip}: {}",
+                io_cause(&e)
+            )));
+        }
+    }
+
+    let server = if embedded {
+        let defaults = ServerArgs::default();
+        Some(crate::server::start(ServerArgs {
+            port: 0,
+            // Our own load must not meet the limit meant for strangers.
+            max_connections: defaults
+                .max_connections
+                .max(u32::try_from(total + FD_MARGIN).unwrap_or(u32::MAX)),
+            ..defaults
+        })?)
+    } else {
+        None
+    };
+    let url_text = match (&args.url, &server) {
+        (Some(url), _) => url.clone(),
+        (None, Some(server)) => format!("{}/", server.url()),
+        (None, None) => unreachable!("an embedded server starts when --url is absent"),
+    };
+    let url = WsUrl::parse(&url_text).map_err(|why| Error::Url {
+        url: url_text.clone(),
+        why,
+    })?;
+    let connect_err = |cause: String| Error::Connect {
+        url: url.text.clone(),
+        cause,
+    };
+    let addrs: Vec<SocketAddr> = (url.host.as_str(), url.port)
+        .to_socket_addrs()
+        .map_err(|e| connect_err(format!("cannot resolve host: {}", io_cause(&e))))?
+        .collect();
+    let want_v4 = args.bind.first().is_none_or(|ip| ip.is_ipv4());
+    let addr = addrs
+        .iter()
+        .find(|a| a.is_ipv4() == want_v4)
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| connect_err("cannot resolve host: no address".into()))?;
+    let target = Arc::new(Target {
+        url: url.clone(),
+        addr,
+        // Replies are a few bytes: a 4 KiB read buffer keeps 10,000 held
+        // connections near 40 MiB of buffers.
+        config: net::client_config().read_buffer_size(4096),
+        timeout: args.timeout,
+    });
+    if server.is_some() {
+        log::info!("embedded server on {}", url.text);
+    }
+
+    let progress = progress_bar(total);
+    let started = Instant::now();
+    let mut holders = Vec::new();
+    let mut workers = Vec::new();
+    let spawn_err = |what: &str, e: io::Error| {
+        Error::Other(format!("cannot start a {what} thread: {}", io_cause(&e)))
+    };
+    for bind in &binds {
+        for w in 0..args.workers {
+            let k = holders.len();
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let (wake_tx, wake_rx) = UnixStream::pair().map_err(|e| {
+                Error::Other(format!("cannot make a wake-up socket: {}", io_cause(&e)))
+            })?;
+            wake_tx
+                .set_nonblocking(true)
+                .and_then(|()| wake_rx.set_nonblocking(true))
+                .map_err(|e| Error::Other(format!("wake-up socket: {}", io_cause(&e))))?;
+            let link = HolderLink {
+                tx,
+                wake: Arc::new(wake_tx),
+            };
+            let timeout = args.timeout;
+            holders.push((
+                link.clone(),
+                thread::Builder::new()
+                    .name(format!("load-holder-{k}"))
+                    .stack_size(THREAD_STACK)
+                    .spawn(move || holder(rx, wake_rx, timeout))
+                    .map_err(|e| spawn_err("holder", e))?,
+            ));
+            let target = Arc::clone(&target);
+            let bind = *bind;
+            let rounds = args.rounds;
+            let batch = args.batch_size;
+            let progress = progress.clone();
+            workers.push(
+                thread::Builder::new()
+                    .name(format!("load-worker-{k}-{w}"))
+                    .stack_size(THREAD_STACK)
+                    .spawn(move || {
+                        let mut setup = Setup::default();
+                        for _ in 0..rounds {
+                            if crate::signal::interrupted() {
+                                break;
+                            }
+                            let open = open_batch(&target, bind, batch, &mut setup);
+                            link.send(ToHolder::Open(open));
+                            progress.inc(batch as u64);
+                        }
+                        setup
+                    })
+                    .map_err(|e| spawn_err("worker", e))?,
+            );
+        }
+    }
+    let mut setup = Setup::default();
+    for worker in workers {
+        let part = worker.join().unwrap_or_default();
+        setup.attempted += part.attempted;
+        setup.established += part.established;
+        setup.failures.add(&part.failures);
+        if setup.first_error.is_none() {
+            setup.first_error = part.first_error;
+        }
+        setup.tcp.merge(&part.tcp);
+        setup.handshake.merge(&part.handshake);
+    }
+    let setup_time = started.elapsed();
+    progress.finish_and_clear();
+
+    let server_count = if setup.established > 0 {
+        server_connections(&url, args.timeout)
+    } else {
+        Err("nothing was established".into())
+    };
+    let hold_started = Instant::now();
+    if setup.established > 0 && !crate::signal::interrupted() {
+        let _ = crate::signal::channel().recv_timeout(args.hold);
+    }
+    let hold_time = hold_started.elapsed();
+    for (link, _) in &holders {
+        link.send(ToHolder::Finish);
+    }
+    let mut held = Held::default();
+    for (_, handle) in holders {
+        let part = handle.join().unwrap_or_default();
+        held.held += part.held;
+        held.lost += part.lost;
+        if held.first_lost.is_none() {
+            held.first_lost = part.first_lost;
+        }
+        held.pings += part.pings;
+        held.round_trip.merge(&part.round_trip);
+        held.round_trips_failed += part.round_trips_failed;
+        if held.first_round_trip_error.is_none() {
+            held.first_round_trip_error = part.first_round_trip_error;
+        }
+        held.closed_cleanly += part.closed_cleanly;
+    }
+    if let Some(server) = server {
+        server.shutdown();
+    }
+
+    if setup.established == 0 {
+        let cause = setup
+            .first_error
+            .unwrap_or_else(|| "no connection was attempted".into());
+        let cause = cause
+            .strip_prefix("connect: ")
+            .unwrap_or(&cause)
+            .to_string();
+        return Err(connect_err(cause));
+    }
+    let (server_connections_current, server_connections_unavailable) = match server_count {
+        Ok(count) => (Some(count), None),
+        Err(why) => (None, Some(why)),
+    };
+    let summary = Summary {
+        url: url.text.clone(),
+        embedded_server: embedded,
+        bind: args.bind.iter().map(|ip| ip.to_string()).collect(),
+        workers: args.workers,
+        rounds: args.rounds,
+        batch_size: args.batch_size,
+        attempted: setup.attempted,
+        established: setup.established,
+        failed: setup.failures.total(),
+        failures: setup.failures,
+        setup_s: setup_time.as_secs_f64(),
+        connections_per_s: setup.established as f64 / setup_time.as_secs_f64(),
+        hold_s: hold_time.as_secs_f64(),
+        held: held.held,
+        lost_while_held: held.lost,
+        server_pings_answered: held.pings,
+        round_trips_ok: held.round_trip.count(),
+        round_trips_failed: held.round_trips_failed,
+        closed_cleanly: held.closed_cleanly,
+        server_connections_current,
+        server_connections_unavailable,
+        interrupted: crate::signal::interrupted(),
+        tcp_connect: setup.tcp.summary(),
+        handshake: setup.handshake.summary(),
+        round_trip: held.round_trip.summary(),
+    };
+    print_summary(&summary, args.json, &setup.first_error, &held);
+    Ok(())
+}
+
+fn print_summary(s: &Summary, json: bool, first_error: &Option<String>, held: &Held) {
+    let mut out = std::io::stdout().lock();
+    // A closed stdout (`| head`) is no reason to fail a finished run.
+    if json {
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string(s).expect("plain numbers and strings")
+        );
+        return;
+    }
+    let bind = if s.bind.is_empty() {
+        "any".to_string()
+    } else {
+        s.bind.join(",")
+    };
+    let _ = writeln!(
+        out,
+        "url:          {}{}",
+        s.url,
+        if s.embedded_server {
+            " (embedded server)"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(
+        out,
+        "plan:         {} bind address(es) ({bind}) × {} workers × {} rounds × {} connections",
+        s.bind.len().max(1),
+        s.workers,
+        s.rounds,
+        s.batch_size
+    );
+    let _ = writeln!(
+        out,
+        "connections:  {} attempted, {} established, {} failed{}",
+        s.attempted,
+        s.established,
+        s.failed,
+        if s.interrupted { " (interrupted)" } else { "" }
+    );
+    let f = &s.failures;
+    let _ = writeln!(
+        out,
+        "failed by reason: refused {}, timeout {}, 503 {}, handshake error {}, reset {}, other {}",
+        f.refused, f.timeout, f.http_503, f.handshake, f.reset, f.other
+    );
+    if let Some(first) = first_error {
+        let _ = writeln!(out, "first failure: {first}");
+    }
+    let _ = writeln!(
+        out,
+        "setup:        {:.3} s, {:.1} connections/s",
+        s.setup_s, s.connections_per_s
+    );
+    let _ = writeln!(
+        out,
+        "held:         {} for {:.2} s, {} lost, {} server pings answered",
+        s.held, s.hold_s, s.lost_while_held, s.server_pings_answered
+    );
+    if let Some(why) = &held.first_lost {
+        let _ = writeln!(out, "first lost:   {why}");
+    }
+    let _ = writeln!(
+        out,
+        "round trips:  {} ok, {} failed",
+        s.round_trips_ok, s.round_trips_failed
+    );
+    if let Some(why) = &held.first_round_trip_error {
+        let _ = writeln!(out, "first round-trip failure: {why}");
+    }
+    let _ = writeln!(out, "closed:       {} cleanly", s.closed_cleanly);
+    match (
+        &s.server_connections_current,
+        &s.server_connections_unavailable,
+    ) {
+        (Some(count), _) => {
+            let _ = writeln!(
+                out,
+                "server:       wsbench_connections_current {count} (from /metrics while all were open; that request included)"
+            );
+        }
+        (None, Some(why)) => {
+            let _ = writeln!(out, "server:       connection count unavailable ({why})");
+        }
+        (None, None) => {}
+    }
+    let _ = writeln!(
+        out,
+        "{:<12} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "", "min", "p50", "p90", "p99", "max"
+    );
+    for (name, l) in [
+        ("tcp connect", &s.tcp_connect),
+        ("handshake", &s.handshake),
+        ("round trip", &s.round_trip),
+    ] {
+        let _ = writeln!(
+            out,
+            "{:<12} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            name,
+            human(l.min),
+            human(l.p50),
+            human(l.p90),
+            human(l.p99),
+            human(l.max)
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_embedded_server_needs_a_descriptor_per_side() {
+        assert!(check_fd_limit(9_000, false, 20_000).is_ok());
+        assert!(check_fd_limit(9_000, true, 20_000).is_ok());
+        let err = check_fd_limit(10_000, true, 20_000)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("start the server separately"), "{err}");
+        assert!(err.contains("20064"), "{err}");
+        assert!(check_fd_limit(10_000, false, 20_000).is_ok());
+        let err = check_fd_limit(30_000, false, 20_000)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lower --rounds"), "{err}");
+    }
+
+    #[test]
+    fn failures_add_up_by_reason() {
+        let mut f = Failures::default();
+        for r in [
+            Reason::Http503,
+            Reason::Http503,
+            Reason::Refused,
+            Reason::Reset,
+        ] {
+            f.count(r);
+        }
+        assert_eq!((f.http_503, f.refused, f.reset, f.total()), (2, 1, 1, 4));
+        let json = serde_json::to_value(&f).unwrap();
+        assert_eq!(json["503"], 2);
+    }
+}

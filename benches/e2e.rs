@@ -95,11 +95,14 @@ fn raw_round_trips(addr: &str, request: &[u8], n: usize) -> f64 {
 }
 
 /// WebSocket text round trips per second on `/`.
+/// WebSocket text round trips per second on `/`, with our own client
+/// stack (`net::connect`: TCP_NODELAY, 16 KiB reads), as `pingpong` uses:
+/// tungstenite's default client zero-fills a 128 KiB read buffer per read.
 fn ws_text_round_trips(url: &str, n: usize) -> f64 {
-    let (mut ws, _) = tungstenite::connect(url).unwrap();
-    if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
-        s.set_nodelay(true).unwrap();
-    }
+    let url = wsbench::net::WsUrl::parse(url).unwrap();
+    let mut ws = wsbench::net::connect(&url, std::time::Duration::from_secs(10))
+        .unwrap()
+        .socket;
     let start = Instant::now();
     for i in 0..n {
         ws.send(Message::text(format!("Ping {i}!"))).unwrap();

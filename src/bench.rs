@@ -20,7 +20,7 @@ use tungstenite::{Bytes, Message, WebSocket};
 
 use crate::cli::{BenchArgs, BenchMode, ServerArgs};
 use crate::error::Error;
-use crate::metrics::{Latency, LatencySummary, human};
+use crate::metrics::{Latency, LatencySummary};
 use crate::net::{self, WsUrl};
 use crate::stats::{self, ImageStats};
 
@@ -39,6 +39,22 @@ pub struct Record {
     pub total_s: f64,
     pub ok: bool,
     pub error: String,
+}
+
+impl Record {
+    /// A message about to start now, failed until proven otherwise.
+    fn start(idx: u64) -> Record {
+        Record {
+            idx,
+            start_unix_s: unix_now(),
+            connect_s: 0.0,
+            send_s: 0.0,
+            recv_s: 0.0,
+            total_s: 0.0,
+            ok: false,
+            error: String::new(),
+        }
+    }
 }
 
 /// The run's figures, as printed and as `--json`.
@@ -205,16 +221,7 @@ fn run_serial(
         if crate::signal::interrupted() {
             break;
         }
-        let mut record = Record {
-            idx,
-            start_unix_s: unix_now(),
-            connect_s: 0.0,
-            send_s: 0.0,
-            recv_s: 0.0,
-            total_s: 0.0,
-            ok: false,
-            error: String::new(),
-        };
+        let mut record = Record::start(idx);
         let started = Instant::now();
         if socket.is_none() {
             match net::connect(&job.url, job.timeout) {
@@ -297,16 +304,7 @@ fn run_parallel(job: &Job, count: u64, concurrency: u32, progress: &ProgressBar)
 }
 
 fn one_short_message(job: &Job, idx: u64) -> Record {
-    let mut record = Record {
-        idx,
-        start_unix_s: unix_now(),
-        connect_s: 0.0,
-        send_s: 0.0,
-        recv_s: 0.0,
-        total_s: 0.0,
-        ok: false,
-        error: String::new(),
-    };
+    let mut record = Record::start(idx);
     let started = Instant::now();
     match net::connect(&job.url, job.timeout) {
         Ok(connected) => {
@@ -475,26 +473,14 @@ fn print_summary(s: &Summary, json: bool) {
         "throughput: {:.1} messages/s, {:.1} MB/s",
         s.messages_per_s, s.mb_per_s
     );
-    let _ = writeln!(
-        out,
-        "{:<10} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "", "min", "p50", "p90", "p99", "max"
+    let _ = crate::metrics::write_table(
+        &mut out,
+        10,
+        &[
+            ("connect", &s.connect),
+            ("send", &s.send),
+            ("recv", &s.recv),
+            ("total", &s.total),
+        ],
     );
-    for (name, l) in [
-        ("connect", &s.connect),
-        ("send", &s.send),
-        ("recv", &s.recv),
-        ("total", &s.total),
-    ] {
-        let _ = writeln!(
-            out,
-            "{:<10} {:>9} {:>9} {:>9} {:>9} {:>9}",
-            name,
-            human(l.min),
-            human(l.p50),
-            human(l.p90),
-            human(l.p99),
-            human(l.max)
-        );
-    }
 }

@@ -47,7 +47,7 @@ use tungstenite::{Message, WebSocket};
 use crate::cli::{LoadArgs, ServerArgs};
 use crate::error::{Error, io_cause};
 use crate::http::{self, HttpUrl};
-use crate::metrics::{Latency, LatencySummary, human};
+use crate::metrics::{Latency, LatencySummary};
 use crate::net::{self, WsUrl};
 
 /// Stack of worker and holder threads: they keep their state on the heap;
@@ -975,27 +975,15 @@ fn print_summary(s: &Summary, json: bool, first_error: &Option<String>, held: &H
         }
         (None, None) => {}
     }
-    let _ = writeln!(
-        out,
-        "{:<12} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "", "min", "p50", "p90", "p99", "max"
+    let _ = crate::metrics::write_table(
+        &mut out,
+        12,
+        &[
+            ("tcp connect", &s.tcp_connect),
+            ("handshake", &s.handshake),
+            ("round trip", &s.round_trip),
+        ],
     );
-    for (name, l) in [
-        ("tcp connect", &s.tcp_connect),
-        ("handshake", &s.handshake),
-        ("round trip", &s.round_trip),
-    ] {
-        let _ = writeln!(
-            out,
-            "{:<12} {:>9} {:>9} {:>9} {:>9} {:>9}",
-            name,
-            human(l.min),
-            human(l.p50),
-            human(l.p90),
-            human(l.p99),
-            human(l.max)
-        );
-    }
 }
 
 #[cfg(test)]

@@ -99,6 +99,34 @@ pub struct LatencySummary {
     pub max: f64,
 }
 
+/// Writes a percentile table: a header row, then one row per phase, the
+/// labels padded to `label_width`.
+pub fn write_table(
+    out: &mut impl std::io::Write,
+    label_width: usize,
+    rows: &[(&str, &LatencySummary)],
+) -> std::io::Result<()> {
+    let w = label_width;
+    writeln!(
+        out,
+        "{:<w$} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "", "min", "p50", "p90", "p99", "max"
+    )?;
+    for (name, l) in rows {
+        writeln!(
+            out,
+            "{:<w$} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            name,
+            human(l.min),
+            human(l.p50),
+            human(l.p90),
+            human(l.p99),
+            human(l.max)
+        )?;
+    }
+    Ok(())
+}
+
 /// A duration in seconds for people: `412µs`, `3.21ms`, `1.52s`.
 pub fn human(seconds: f64) -> String {
     if seconds < 1e-3 {

@@ -36,6 +36,8 @@ pub enum Command {
     Pingpong(PingpongArgs),
     /// Connection load test: open many connections in batches, hold, round-trip, close.
     Load(LoadArgs),
+    /// Summarise `bench` CSV files: a Markdown table and two SVG plots.
+    Report(ReportArgs),
 }
 
 /// When the server computes an image's statistics relative to its reply.
@@ -288,6 +290,18 @@ pub struct LoadArgs {
     /// Print the summary as one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// CSV files written by `wsbench bench --out`; one table row and one
+    /// plot series each.
+    #[arg(value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Directory for summary.md, response-time.svg and process-time.svg
+    /// (created if missing).
+    #[arg(long, value_name = "DIR", default_value = "report")]
+    pub out: PathBuf,
 }
 
 /// Parses `500ms`, `1s`, `2.5s`, `1m`, `1h`, `250us`; a bare number is seconds.

@@ -14,6 +14,10 @@ pub enum Error {
     Url { url: String, why: String },
     #[error("cannot write {path}: {cause}")]
     Output { path: String, cause: String },
+    #[error("cannot read {path}: {cause}")]
+    Input { path: String, cause: String },
+    #[error("{path} row {row}: {why}")]
+    BadRow { path: String, row: u64, why: String },
     #[error("{failed} of {total} messages failed; first: {first}")]
     MessagesFailed {
         failed: u64,

@@ -14,6 +14,8 @@
 //!   loses no typed line.
 //! - [`pingpong`]: `wsbench pingpong`, WebSocket vs HTTP round trips as a table.
 //! - [`load`]: `wsbench load`, many connections in batches, held, then closed.
+//! - [`report`]: `wsbench report`, bench CSVs into a Markdown summary and
+//!   SVG plots.
 //! - [`http`]: a minimal blocking HTTP/1.1 client (pingpong, `/metrics`).
 //! - [`metrics`]: latency recording and summaries, server counters.
 //! - [`error`]: the top-level error and its exit status.
@@ -28,6 +30,7 @@ pub mod load;
 pub mod metrics;
 pub mod net;
 pub mod pingpong;
+pub mod report;
 pub mod server;
 pub mod signal;
 pub mod stats;

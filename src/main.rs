@@ -17,6 +17,7 @@ fn main() -> ExitCode {
         Command::Chat(args) => wsbench::chat::run(args),
         Command::Pingpong(args) => wsbench::pingpong::run(args),
         Command::Load(args) => wsbench::load::run(args),
+        Command::Report(args) => wsbench::report::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

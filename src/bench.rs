@@ -8,13 +8,13 @@
 //! that replies to a binary message with one text message: ours, or the
 //! original Python asyncio server whose reply is `Received: {len}`.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 use serde::Serialize;
 use tungstenite::{Bytes, Message, WebSocket};
 
@@ -124,7 +124,7 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
         expected,
         timeout: args.timeout,
     };
-    let progress = progress_bar(args.count);
+    let progress = crate::progress::bar(args.count, "messages");
     let started = Instant::now();
     let records = match args.mode {
         BenchMode::Serial => run_serial(&job, args.count, &progress, true)?,
@@ -185,20 +185,6 @@ fn aligned_payload(pixels: &[u8]) -> Bytes {
     buf.resize(offset, 0);
     buf.extend_from_slice(pixels);
     Bytes::from(buf).slice(offset..)
-}
-
-fn progress_bar(count: u64) -> ProgressBar {
-    // Never draw into a pipe or a file: a log full of bar redraws helps nobody.
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::with_draw_target(Some(count), ProgressDrawTarget::stderr());
-    if let Ok(style) =
-        ProgressStyle::with_template("{bar:40} {pos}/{len} messages  {per_sec}  eta {eta}")
-    {
-        bar.set_style(style);
-    }
-    bar
 }
 
 fn unix_now() -> f64 {

@@ -19,6 +19,7 @@
 //! - [`http`]: a minimal blocking HTTP/1.1 client (pingpong, `/metrics`).
 //! - [`metrics`]: latency recording and summaries, server counters.
 //! - [`error`]: the top-level error and its exit status.
+//! - [`progress`]: the progress bar, on a terminal only.
 //! - [`signal`]: Ctrl-C and SIGTERM, for every subcommand.
 
 pub mod bench;
@@ -30,6 +31,7 @@ pub mod load;
 pub mod metrics;
 pub mod net;
 pub mod pingpong;
+pub mod progress;
 pub mod report;
 pub mod server;
 pub mod signal;

@@ -27,7 +27,7 @@
 //! process needs one more per connection, so a run that cannot fit under
 //! `ulimit -n` is refused before it starts.
 
-use std::io::{self, IsTerminal, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -36,7 +36,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use socket2::{Domain, Socket, Type};
 use tungstenite::handshake::client::{ClientHandshake, Response};
@@ -650,20 +649,6 @@ fn server_connections(url: &WsUrl, timeout: Duration) -> Result<u64, String> {
         .ok_or_else(|| format!("{text} has no wsbench_connections_current: not a wsbench server"))
 }
 
-fn progress_bar(count: u64) -> ProgressBar {
-    // Never draw into a pipe or a file.
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::with_draw_target(Some(count), ProgressDrawTarget::stderr());
-    if let Ok(style) =
-        ProgressStyle::with_template("{bar:40} {pos}/{len} connections  {per_sec}  eta {eta}")
-    {
-        bar.set_style(style);
-    }
-    bar
-}
-
 pub fn run(args: LoadArgs) -> Result<(), Error> {
     let binds: Vec<Option<IpAddr>> = if args.bind.is_empty() {
         vec![None]
@@ -738,7 +723,7 @@ pub fn run(args: LoadArgs) -> Result<(), Error> {
         log::info!("embedded server on {}", url.text);
     }
 
-    let progress = progress_bar(total);
+    let progress = crate::progress::bar(total, "connections");
     let started = Instant::now();
     let mut holders = Vec::new();
     let mut workers = Vec::new();

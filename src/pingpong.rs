@@ -15,10 +15,10 @@
 //! client is `crate::http`; the WebSocket client is `net::connect`.
 
 use std::fmt::Write as _;
-use std::io::{IsTerminal, Write as _};
+use std::io::Write as _;
 use std::time::{Duration, Instant, SystemTime};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 use tungstenite::{Message, WebSocket};
 
 use crate::cli::{HttpMode, PingpongArgs, ServerArgs};
@@ -316,7 +316,7 @@ pub fn run(args: PingpongArgs) -> Result<(), Error> {
     }
 
     let total: u64 = args.counts.iter().sum::<u64>() * (1 + modes.len() as u64);
-    let progress = progress_bar(total);
+    let progress = crate::progress::bar(total, "pings");
     let mut rows = Vec::new();
     for &count in &args.counts {
         if crate::signal::interrupted() {
@@ -384,20 +384,6 @@ fn authority(host: &str, port: u16) -> String {
     } else {
         format!("{host}:{port}")
     }
-}
-
-fn progress_bar(count: u64) -> ProgressBar {
-    // Never draw into a pipe or a file.
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::with_draw_target(Some(count), ProgressDrawTarget::stderr());
-    if let Ok(style) =
-        ProgressStyle::with_template("{bar:40} {pos}/{len} pings  {per_sec}  eta {eta}")
-    {
-        bar.set_style(style);
-    }
-    bar
 }
 
 /// An ISO-8601 / RFC 3339 UTC time with milliseconds:

@@ -85,25 +85,9 @@ struct Job {
 }
 
 pub fn run(args: BenchArgs) -> Result<(), Error> {
-    let embedded = match &args.url {
-        Some(_) => None,
-        None => {
-            let server_args = ServerArgs {
-                port: 0,
-                response: args.response,
-                ..ServerArgs::default()
-            };
-            Some(crate::server::start(server_args)?)
-        }
-    };
-    let url_text = match (&args.url, &embedded) {
-        (Some(url), _) => url.clone(),
-        (None, Some(server)) => format!("{}/", server.url()),
-        (None, None) => unreachable!("an embedded server starts when --url is absent"),
-    };
-    let url = WsUrl::parse(&url_text).map_err(|why| Error::Url {
-        url: url_text.clone(),
-        why,
+    let (url, embedded) = crate::server::url_or_embedded(args.url.as_deref(), || ServerArgs {
+        response: args.response,
+        ..ServerArgs::default()
     })?;
     if embedded.is_some() {
         log::info!(

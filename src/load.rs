@@ -674,27 +674,15 @@ pub fn run(args: LoadArgs) -> Result<(), Error> {
         }
     }
 
-    let server = if embedded {
+    let (url, server) = crate::server::url_or_embedded(args.url.as_deref(), || {
         let defaults = ServerArgs::default();
-        Some(crate::server::start(ServerArgs {
-            port: 0,
+        ServerArgs {
             // Our own load must not meet the limit meant for strangers.
             max_connections: defaults
                 .max_connections
                 .max(u32::try_from(total + FD_MARGIN).unwrap_or(u32::MAX)),
             ..defaults
-        })?)
-    } else {
-        None
-    };
-    let url_text = match (&args.url, &server) {
-        (Some(url), _) => url.clone(),
-        (None, Some(server)) => format!("{}/", server.url()),
-        (None, None) => unreachable!("an embedded server starts when --url is absent"),
-    };
-    let url = WsUrl::parse(&url_text).map_err(|why| Error::Url {
-        url: url_text.clone(),
-        why,
+        }
     })?;
     let connect_err = |cause: String| Error::Connect {
         url: url.text.clone(),

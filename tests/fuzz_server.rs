@@ -72,19 +72,7 @@ fn random_frame(rng: &mut Rng) -> Vec<u8> {
     let payload = rng.bytes(len.min(2048));
     let first = rng.next() as u8;
     let masked = rng.below(8) != 0;
-    let mut out = vec![first];
-    let m = if masked { 0x80 } else { 0 };
-    match len {
-        n if n < 126 => out.push(m | n as u8),
-        n if n < 65536 => {
-            out.push(m | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(m | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
+    let mut out = frame_header(first, masked, len);
     if masked {
         out.extend(rng.bytes(4));
     }

@@ -50,19 +50,8 @@ fn raw_ws(addr: &str, path: &str) -> TcpStream {
 
 /// One client frame. `mask: None` sends it unmasked (a protocol error).
 fn frame(fin: bool, rsv: u8, opcode: u8, mask: Option<[u8; 4]>, payload: &[u8]) -> Vec<u8> {
-    let mut out = vec![(u8::from(fin) << 7) | (rsv << 4) | opcode];
-    let m = if mask.is_some() { 0x80 } else { 0 };
-    match payload.len() {
-        n if n < 126 => out.push(m | n as u8),
-        n if n < 65536 => {
-            out.push(m | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(m | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
+    let first = (u8::from(fin) << 7) | (rsv << 4) | opcode;
+    let mut out = frame_header(first, mask.is_some(), payload.len());
     match mask {
         Some(key) => {
             out.extend_from_slice(&key);

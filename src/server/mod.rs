@@ -208,6 +208,24 @@ impl Shared {
     }
 }
 
+/// Where a client subcommand sends: `url` when given, else `/` of a server
+/// started in this process on an ephemeral port with `args()`, returned
+/// too so the caller can shut it down.
+pub fn url_or_embedded(
+    url: Option<&str>,
+    args: impl FnOnce() -> ServerArgs,
+) -> Result<(crate::net::WsUrl, Option<Handle>), Error> {
+    let (text, embedded) = match url {
+        Some(url) => (url.to_string(), None),
+        None => {
+            let handle = start(ServerArgs { port: 0, ..args() })?;
+            (format!("{}/", handle.url()), Some(handle))
+        }
+    };
+    let url = crate::net::WsUrl::parse(&text).map_err(|why| Error::Url { url: text, why })?;
+    Ok((url, embedded))
+}
+
 /// `wsbench server`: runs until Ctrl-C or SIGTERM.
 pub fn run(args: ServerArgs) -> Result<(), Error> {
     raise_fd_limit(args.max_connections);

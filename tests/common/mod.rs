@@ -398,3 +398,23 @@ pub fn tempdir() -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// The header of a client frame: first byte, mask bit and the payload
+/// length in its 7-, 16- or 64-bit form (RFC 6455 5.2). The mask key, if
+/// any, is the caller's to append.
+pub fn frame_header(first: u8, masked: bool, len: usize) -> Vec<u8> {
+    let mut out = vec![first];
+    let m = if masked { 0x80 } else { 0 };
+    match len {
+        n if n < 126 => out.push(m | n as u8),
+        n if n < 65536 => {
+            out.push(m | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(m | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out
+}

@@ -1,0 +1,153 @@
+"""The original image speed test server on asyncio `websockets`, for `make compare` (#8).
+
+The async baseline wsbench is measured against: one event loop, numpy
+statistics, the reply texts of SPEC.md, so our `wsbench bench` and
+`wsbench pingpong` run unchanged against it.
+
+- `/` and `/image`: a text message gets `Pong!` if it contains `ping` in any
+  case, else `Data {text} received successfully.` A binary message is an
+  image of uint8 pixels:
+  - slow (default): compute on the event loop, as the original did, then
+    reply `Received: {len}, ({len},), {max}, {min}, {mean}, {median}`
+    (numpy's own str of each figure: `255`, `127.47…`, `127.5`);
+  - fast: reply `Received: {len}` at once and compute in a
+    `ProcessPoolExecutor` via `loop.run_in_executor`; the result is logged as
+    `> Received: …` at info level when it is done.
+  `--response` sets the mode, `?response=fast|slow` overrides it per connection.
+  An empty binary message gets `Error: empty image`.
+- `/echo`: the same message back.
+- Any other path: HTTP 404 during the handshake.
+
+Prints `listening on ws://HOST:PORT` (the real port, also with `--port 0`)
+once it accepts connections. SIGTERM or SIGINT: stop accepting, close the
+connections, cancel queued background jobs (the ones running finish), exit 0.
+
+The listen backlog stays asyncio's default (100) unless `--backlog` says
+otherwise: that is what the original experiment ran with.
+"""
+import argparse
+import asyncio
+import concurrent.futures
+import http
+import logging
+import os
+import signal
+import sys
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+from websockets.asyncio.server import serve
+
+MAX_MESSAGE = 16 * 1024 * 1024
+IMAGE_PATHS = ("/", "/image")
+PATHS = IMAGE_PATHS + ("/echo",)
+
+log = logging.getLogger("server")
+
+
+def statistics(message: bytes) -> str:
+    """The slow reply; also what a fast job logs. numpy formats the figures."""
+    arr = np.frombuffer(message, dtype=np.uint8)
+    return (f"Received: {len(message)}, {arr.shape}, {arr.max()}, {arr.min()}, "
+            f"{arr.mean()}, {np.median(arr)}")
+
+
+def text_reply(text: str) -> str:
+    if "ping" in text.lower():
+        return "Pong!"
+    return f"Data {text} received successfully."
+
+
+def split_path(path: str) -> tuple[str, str | None]:
+    """(`/image`, `fast`) from `/image?response=fast`."""
+    parts = urlsplit(path)
+    response = parse_qs(parts.query).get("response", [None])[-1]
+    return parts.path or "/", response
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=7788, help="0 picks a free port")
+    parser.add_argument("--response", choices=["slow", "fast"], default="slow")
+    parser.add_argument("--pool-workers", type=int, default=os.cpu_count() or 1,
+                        help="processes computing fast-mode statistics [default: cores]")
+    parser.add_argument("--backlog", type=int, default=100,
+                        help="listen backlog [default: asyncio's 100]")
+    return parser.parse_args()
+
+
+def start_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
+    """Forks the workers now, before the event loop exists and before the
+    first image arrives, so no measured message pays for a process start."""
+    pool = concurrent.futures.ProcessPoolExecutor(max_workers=workers)
+    for job in [pool.submit(os.getpid) for _ in range(workers)]:
+        job.result()
+    return pool
+
+
+async def main(args: argparse.Namespace, pool: concurrent.futures.ProcessPoolExecutor) -> None:
+    loop = asyncio.get_running_loop()
+    stop = loop.create_future()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+    # Background jobs are held here until done, so none is garbage-collected
+    # while it runs and its result is always logged.
+    jobs: set[asyncio.Future] = set()
+
+    def job_done(job: asyncio.Future) -> None:
+        jobs.discard(job)
+        if not job.cancelled() and job.exception() is None:
+            log.info("> %s", job.result())
+
+    def process_request(connection, request):
+        path, response = split_path(request.path)
+        if path not in PATHS:
+            return connection.respond(http.HTTPStatus.NOT_FOUND, f"no endpoint at {path}\n")
+        if response not in (None, "slow", "fast"):
+            return connection.respond(http.HTTPStatus.BAD_REQUEST,
+                                      f"response must be slow or fast, not {response}\n")
+        return None
+
+    async def handler(ws):
+        path, response = split_path(ws.request.path)
+        fast = (response or args.response) == "fast"
+        async for message in ws:
+            if path == "/echo":
+                await ws.send(message)
+            elif isinstance(message, str):
+                await ws.send(text_reply(message))
+            elif not message:
+                await ws.send("Error: empty image")
+            elif fast:
+                await ws.send(f"Received: {len(message)}")
+                job = loop.run_in_executor(pool, statistics, message)
+                jobs.add(job)
+                job.add_done_callback(job_done)
+            else:
+                await ws.send(statistics(message))
+
+    async with serve(handler, args.host, args.port, max_size=MAX_MESSAGE,
+                     process_request=process_request, backlog=args.backlog) as server:
+        port = server.sockets[0].getsockname()[1]
+        host = f"[{args.host}]" if ":" in args.host else args.host
+        print(f"listening on ws://{host}:{port}", flush=True)
+        await stop
+        log.info("stopping: %d background jobs queued or running", len(jobs))
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=os.environ.get("LOGLEVEL", "INFO").upper(),
+                        format="%(asctime)s %(levelname)s %(message)s")
+    # One INFO line per connection opened and closed would cost the
+    # parallel runs more than it tells; our server does not log them either.
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+    arguments = parse_args()
+    workers = start_pool(arguments.pool_workers)
+    try:
+        asyncio.run(main(arguments, workers))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        workers.shutdown(wait=True, cancel_futures=True)
+    sys.exit(0)

@@ -4,13 +4,15 @@
 CARGO   ?= cargo
 PYTHON  ?= python3
 VENV    := .venv
+CMP_VENV := compare/python/.venv
+TOKIO   := compare/tokio/Cargo.toml
 BIN     := target/release/wsbench
 HOST    ?= 127.0.0.1
 PORT    ?= 7788
 URL     ?= ws://$(HOST):$(PORT)/
 COUNT   ?= 1000
 
-.PHONY: build run-server run-client run-chat test venv bench bench-quick fmt lint clean
+.PHONY: build run-server run-client run-chat test venv bench bench-quick compare compare-quick compare-servers fmt lint clean
 
 build:
 	$(CARGO) build --release --locked
@@ -50,9 +52,33 @@ bench: build
 bench-quick: build
 	WSBENCH_QUICK=1 $(CARGO) bench --locked --bench e2e
 
+$(CMP_VENV)/.stamp: compare/python/requirements.txt
+	$(PYTHON) -m venv $(CMP_VENV)
+	$(CMP_VENV)/bin/pip install --quiet --disable-pip-version-check -r compare/python/requirements.txt
+	touch $@
+
+## The tokio server of the comparison, into our target/ (skipped, and so
+## said in the summary, while compare/tokio does not exist).
+compare-servers: build $(CMP_VENV)/.stamp
+	@if [ -f $(TOKIO) ]; then \
+		echo "CARGO_TARGET_DIR=$(CURDIR)/target $(CARGO) build --release --locked --manifest-path $(TOKIO)"; \
+		CARGO_TARGET_DIR=$(CURDIR)/target $(CARGO) build --release --locked --manifest-path $(TOKIO); \
+	else \
+		echo "no $(TOKIO): the tokio column will be skipped"; \
+	fi
+
+## Ours against tokio and Python asyncio on the same workloads (#8);
+## writes target/compare/summary.md. Takes about 10 minutes.
+compare: compare-servers
+	$(CARGO) bench --locked --bench compare
+
+## One round of 200 images, for trying the driver.
+compare-quick: compare-servers
+	WSBENCH_QUICK=1 $(CARGO) bench --locked --bench compare
+
 fmt:
 	$(CARGO) fmt
 
 clean:
 	$(CARGO) clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(CMP_VENV)

@@ -142,11 +142,16 @@ impl RunResult {
     }
 }
 
-/// Medians of one workload on one server.
+/// Medians of one workload on one server, over the runs that measured
+/// something (a run with failed messages still did; a timeout did not).
 #[derive(Debug, Clone, Serialize)]
 struct Cell {
     runs: usize,
-    runs_ok: usize,
+    runs_measured: usize,
+    runs_clean: usize,
+    /// Failed messages over the measured runs, and all their messages.
+    messages_failed: u64,
+    messages: u64,
     messages_per_s: Option<f64>,
     p99_ms: Option<f64>,
     wall_s: Option<f64>,
@@ -161,8 +166,9 @@ struct Row {
     workload: &'static str,
     title: String,
     cells: BTreeMap<&'static str, Cell>,
+    /// The other server with the highest median messages/s.
     best_other: Option<&'static str>,
-    /// Ours / the best other server, by median messages/s.
+    /// Ours / best other in messages/s, per round, median over rounds.
     ratio: Option<f64>,
 }
 
@@ -180,6 +186,10 @@ struct Machine {
     cpus: usize,
     cpu_model: String,
     kernel: String,
+    /// /proc/loadavg's 1-minute figure when the run started and ended: the
+    /// machine is shared, and a busy one moves every figure.
+    load_before: f64,
+    load_after: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -624,7 +634,11 @@ fn run_one(
 }
 
 fn cell(runs: &[&RunResult]) -> Cell {
-    let ok: Vec<&&RunResult> = runs.iter().filter(|r| r.status == Status::Ok).collect();
+    let measured: Vec<&RunResult> = runs
+        .iter()
+        .copied()
+        .filter(|r| r.messages_per_s.is_some())
+        .collect();
     let mut notes: Vec<String> = Vec::new();
     for r in runs.iter().filter(|r| r.status != Status::Ok) {
         let note = match r.status {
@@ -636,21 +650,49 @@ fn cell(runs: &[&RunResult]) -> Cell {
             notes.push(note);
         }
     }
-    let mut by_rate: Vec<&&RunResult> = ok.clone();
+    let mut by_rate = measured.clone();
     by_rate.sort_by(|a, b| {
         a.messages_per_s
-            .unwrap_or(0.0)
-            .total_cmp(&b.messages_per_s.unwrap_or(0.0))
+            .unwrap()
+            .total_cmp(&b.messages_per_s.unwrap())
     });
+    let figure =
+        |f: fn(&RunResult) -> Option<f64>| median(measured.iter().filter_map(|r| f(r)).collect());
     Cell {
         runs: runs.len(),
-        runs_ok: ok.len(),
-        messages_per_s: median(ok.iter().filter_map(|r| r.messages_per_s).collect()),
-        p99_ms: median(ok.iter().filter_map(|r| r.p99_ms).collect()),
-        wall_s: median(ok.iter().filter_map(|r| r.wall_s).collect()),
-        median_round: by_rate.get((by_rate.len().max(1) - 1) / 2).map(|r| r.round),
+        runs_measured: measured.len(),
+        runs_clean: runs.iter().filter(|r| r.status == Status::Ok).count(),
+        messages_failed: measured.iter().map(|r| r.failed).sum(),
+        messages: measured.iter().map(|r| r.ok + r.failed).sum(),
+        messages_per_s: figure(|r| r.messages_per_s),
+        p99_ms: figure(|r| r.p99_ms),
+        wall_s: figure(|r| r.wall_s),
+        median_round: by_rate
+            .get(by_rate.len().saturating_sub(1) / 2)
+            .map(|r| r.round),
         notes,
     }
+}
+
+/// `f(ours) / f(other)` in each round where both measured, median over
+/// rounds: the servers of one round share that round's machine noise.
+fn paired_ratio(
+    runs: &[RunResult],
+    workload: &str,
+    other: &str,
+    f: fn(&RunResult) -> Option<f64>,
+) -> Option<f64> {
+    let of = |server: &str, round: u32| {
+        runs.iter()
+            .find(|r| r.workload == workload && r.server == server && r.round == round)
+            .and_then(f)
+    };
+    let ratios = runs
+        .iter()
+        .filter(|r| r.workload == workload && r.server == "ours")
+        .filter_map(|o| Some(of("ours", o.round)? / of(other, o.round)?))
+        .collect();
+    median(ratios)
 }
 
 fn table(workloads: &[Workload], kinds: &[ServerKind], runs: &[RunResult]) -> Vec<Row> {
@@ -676,9 +718,8 @@ fn table(workloads: &[Workload], kinds: &[ServerKind], runs: &[RunResult]) -> Ve
                         .total_cmp(&b.1.messages_per_s.unwrap())
                 })
                 .map(|(name, _)| *name);
-            let ratio = best_other.and_then(|other| {
-                Some(cells["ours"].messages_per_s? / cells[other].messages_per_s?)
-            });
+            let ratio =
+                best_other.and_then(|other| paired_ratio(runs, w.id, other, |r| r.messages_per_s));
             Row {
                 workload: w.id,
                 title: w.title.clone(),
@@ -721,8 +762,20 @@ fn cell_text(c: &Cell) -> String {
     match (c.messages_per_s, c.p99_ms) {
         (Some(r), Some(p)) => {
             let mut text = format!("{} (p99 {})", rate(r), ms(p));
-            if c.runs_ok < c.runs {
-                let _ = write!(text, " — {} of {} runs failed", c.runs - c.runs_ok, c.runs);
+            if c.runs_measured < c.runs {
+                let _ = write!(
+                    text,
+                    "; {} of {} runs failed",
+                    c.runs - c.runs_measured,
+                    c.runs
+                );
+            }
+            if c.messages_failed > 0 {
+                let _ = write!(
+                    text,
+                    "; {} of {} messages failed",
+                    c.messages_failed, c.messages
+                );
             }
             text
         }
@@ -747,7 +800,9 @@ fn missing(row: &Row, other: &str) -> String {
     String::new()
 }
 
-fn judge(rows: &[Row], count: u64) -> Vec<TargetResult> {
+/// The targets of #8, each judged on the median of per-round ratios (see
+/// `paired_ratio`); the medians of the table are given beside.
+fn judge(rows: &[Row], runs: &[RunResult], count: u64) -> Vec<TargetResult> {
     let row = |id: &str| {
         rows.iter()
             .find(|r| r.workload == id)
@@ -762,10 +817,15 @@ fn judge(rows: &[Row], count: u64) -> Vec<TargetResult> {
             r.cells["ours"].messages_per_s,
             r.cells[other].messages_per_s,
         );
-        let (met, detail) = match (ours, theirs) {
-            (Some(a), Some(b)) => (
-                Some(a >= factor * b),
-                format!("ours {}, {other} {} ({:.2}×)", rate(a), rate(b), a / b),
+        let ratio = paired_ratio(runs, id, other, |r| r.messages_per_s);
+        let (met, detail) = match (ours, theirs, ratio) {
+            (Some(a), Some(b), Some(ratio)) => (
+                Some(ratio >= factor),
+                format!(
+                    "ours / {other} {ratio:.2}× (ours {}, {other} {})",
+                    rate(a),
+                    rate(b)
+                ),
             ),
             _ => (None, missing(r, other)),
         };
@@ -803,19 +863,22 @@ fn judge(rows: &[Row], count: u64) -> Vec<TargetResult> {
             10.0,
         );
     }
-    // Lower is better: wall time and p99 of parallel runs.
+    // Lower is better: wall time and p99 of the parallel runs.
     for id in ["parallel-slow", "parallel-fast"] {
         let r = row(id);
         let (o, t) = (&r.cells["ours"], &r.cells["tokio"]);
-        let (met, detail) = match (o.wall_s, t.wall_s, o.p99_ms, t.p99_ms) {
-            (Some(ow), Some(tw), Some(op), Some(tp)) => (
-                Some(ow <= tw && op <= tp),
+        let wall = paired_ratio(runs, id, "tokio", |r| r.wall_s);
+        let p99 = paired_ratio(runs, id, "tokio", |r| r.p99_ms);
+        let (met, detail) = match (o.wall_s, t.wall_s, o.p99_ms, t.p99_ms, wall, p99) {
+            (Some(ow), Some(tw), Some(op), Some(tp), Some(wall), Some(p99)) => (
+                Some(wall <= 1.0 && p99 <= 1.0),
                 format!(
-                    "wall: ours {ow:.3} s, tokio {tw:.3} s{}; p99: ours {}, tokio {}{}",
-                    if ow <= tw { "" } else { " (NOT met)" },
+                    "wall time ours / tokio {wall:.2}× (ours {ow:.3} s, tokio {tw:.3} s){}; \
+                     p99 ours / tokio {p99:.2}× (ours {}, tokio {}){}",
+                    if wall <= 1.0 { "" } else { ", NOT met" },
                     ms(op),
                     ms(tp),
-                    if op <= tp { "" } else { " (NOT met)" },
+                    if p99 <= 1.0 { "" } else { ", NOT met" },
                 ),
             ),
             _ => (None, missing(r, "tokio")),
@@ -828,6 +891,13 @@ fn judge(rows: &[Row], count: u64) -> Vec<TargetResult> {
         });
     }
     out
+}
+
+fn load_average() -> f64 {
+    fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 fn machine() -> Machine {
@@ -847,6 +917,8 @@ fn machine() -> Machine {
             .unwrap_or_default()
             .trim()
             .to_string(),
+        load_before: load_average(),
+        load_after: 0.0,
     }
 }
 
@@ -924,12 +996,15 @@ fn write_summary(
     );
     let _ = writeln!(
         md,
-        "Measured with `make compare` on {}, {} CPUs ({}), Linux {}; the whole run took {:.1} min.\n",
+        "Measured with `make compare` on {}, {} CPUs ({}), Linux {}; the whole run took \
+         {:.1} min; load average {:.1} when it started, {:.1} when it ended.\n",
         machine.date,
         machine.cpus,
         machine.cpu_model,
         machine.kernel,
-        wall.as_secs_f64() / 60.0
+        wall.as_secs_f64() / 60.0,
+        machine.load_before,
+        machine.load_after,
     );
     let _ = writeln!(
         md,
@@ -937,7 +1012,9 @@ fn write_summary(
          `--verify` on slow replies; pingpong: {pings} `Ping {{x}}!` round trips on one \
          WebSocket, connect included). {rounds} round{}; in each, every workload runs on \
          each server in turn (ours, tokio, python), each run on a freshly started server. \
-         Cells: median messages/s (median p99 of the time per message) over the rounds.\n",
+         Cells: median messages/s over the rounds (median p99 of the time per message). \
+         Last column: ours / the other server with the most messages/s, taken within each \
+         round and then the median over rounds, as are the ratios of the targets.\n",
         if rounds == 1 { "" } else { "s" }
     );
 
@@ -1015,11 +1092,19 @@ fn write_summary(
                 r.workload, r.server, r.round, r.status, r.ok, r.failed, r.note
             );
         }
-        for r in overflowed {
+        if !overflowed.is_empty() {
             let _ = writeln!(
                 md,
-                "- {} on {}, round {}: {} SYNs dropped by a full listen queue (TcpExt ListenOverflows)",
-                r.workload, r.server, r.round, r.listen_overflows
+                "- SYNs dropped by a full listen queue during a run (TcpExt ListenOverflows; \
+                 the counter is machine-wide, so other programs' queues count too): {}",
+                overflowed
+                    .iter()
+                    .map(|r| format!(
+                        "{} on {} round {}: {}",
+                        r.workload, r.server, r.round, r.listen_overflows
+                    ))
+                    .collect::<Vec<_>>()
+                    .join("; ")
             );
         }
     }
@@ -1071,7 +1156,7 @@ fn main() {
     for dir in ["csv", "logs", "plots"] {
         fs::create_dir_all(out.join(dir)).expect("target/ is writable");
     }
-    let machine = machine();
+    let mut machine = machine();
     let kinds = servers();
     let workloads = workloads();
     for k in &kinds {
@@ -1099,8 +1184,9 @@ fn main() {
         }
     }
 
+    machine.load_after = load_average();
     let rows = table(&workloads, &kinds, &runs);
-    let targets = judge(&rows, count);
+    let targets = judge(&rows, &runs, count);
     let plots: Vec<_> = rows
         .iter()
         .filter(|r| r.workload != "pingpong")

@@ -45,6 +45,7 @@ test: $(VENV)/.stamp
 bench: build
 	$(CARGO) bench --locked --bench e2e
 	$(CARGO) bench --locked --bench stats -- --noplot
+	$(CARGO) bench --locked --bench frames -- --noplot
 
 ## A quick pass of the same suite.
 bench-quick: build

@@ -48,6 +48,7 @@ use tungstenite::{Message, WebSocket};
 use crate::error::io_cause;
 use crate::metrics::{ServerCounters, add};
 
+pub mod masked;
 mod reader;
 
 pub use reader::{FrameReader, ReadError};

@@ -117,6 +117,27 @@ fn ws_text_round_trips(url: &str, n: usize) -> f64 {
     rate
 }
 
+/// The median time of a criterion benchmark's last run, in ns, if that
+/// run was part of this `make bench` (the last hour), not a stale one.
+fn criterion_median_ns(id: &str) -> Option<f64> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/criterion")
+        .join(id)
+        .join("new/estimates.json");
+    let age = std::fs::metadata(&path)
+        .ok()?
+        .modified()
+        .ok()?
+        .elapsed()
+        .ok()?;
+    if age > std::time::Duration::from_secs(3600) {
+        return None;
+    }
+    let text = std::fs::read_to_string(path).ok()?;
+    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+    json["median"]["point_estimate"].as_f64()
+}
+
 fn kernel_us() -> f64 {
     let image = random_image(IMAGE, 42);
     let mut samples = Vec::new();
@@ -412,6 +433,56 @@ fn main() {
         Some(("≥ 4 GB/s".into(), kernel_gbps >= 4.0)),
         String::new(),
     );
+
+    // The criterion microbenchmarks `make bench` ran just before, if any.
+    for (id, name, bytes) in [
+        (
+            "stats_480000/compute_random",
+            "criterion: kernel, random image",
+            IMAGE,
+        ),
+        (
+            "stats_480000/compute_flat",
+            "criterion: kernel, flat image",
+            IMAGE,
+        ),
+        (
+            "stats_16777216/compute_random",
+            "criterion: kernel, 16 MiB image",
+            16 << 20,
+        ),
+        (
+            "stats_480000/naive_random",
+            "criterion: naive histogram, random image",
+            IMAGE,
+        ),
+        (
+            "client_frame_480000/masked_send",
+            "criterion: client frame, masked::send",
+            IMAGE,
+        ),
+        (
+            "client_frame_480000/tungstenite_send",
+            "criterion: client frame, tungstenite",
+            IMAGE,
+        ),
+    ] {
+        let Some(ns) = criterion_median_ns(id) else {
+            println!("{name}: no fresh criterion result (`make bench` runs it)");
+            continue;
+        };
+        let gbps = bytes as f64 / ns;
+        let target = name
+            .contains("kernel")
+            .then(|| ("≥ 4 GB/s".to_string(), gbps >= 4.0));
+        add(
+            name,
+            gbps,
+            "GB/s",
+            target,
+            format!("{:.1} µs, median of criterion's samples", ns / 1e3),
+        );
+    }
 
     let server = start_server(&[]);
     let url = format!("ws://{}/", server.1);

@@ -78,6 +78,21 @@ struct Frame {
     len: usize,
     start: usize,
     dest: Vec<u8>,
+    /// `dest[start..unmasked]` is unmasked already.
+    unmasked: usize,
+}
+
+impl Frame {
+    /// Unmasks what arrived since the last call. Done per read, while the
+    /// bytes are still in cache and the peer is still sending the rest, it
+    /// costs the round trip almost nothing; one pass over a whole image at
+    /// the end cost ~20 µs of it.
+    fn unmask_arrived(&mut self) {
+        let phase = (self.unmasked - self.start) % 4;
+        let mask = std::array::from_fn(|i| self.mask[(phase + i) % 4]);
+        unmask(&mut self.dest[self.unmasked..], mask);
+        self.unmasked = self.dest.len();
+    }
 }
 
 /// A fragmented data message waiting for its last frame.
@@ -123,9 +138,7 @@ impl FrameReader {
                 self.frame = Some(self.next_header()?);
             }
             self.fill_payload()?;
-            let mut frame = self.frame.take().expect("a frame in progress");
-            let payload = &mut frame.dest[frame.start..];
-            unmask(payload, frame.mask);
+            let frame = self.frame.take().expect("a frame in progress");
             if let Some(message) = self.complete(frame)? {
                 return Ok(message);
             }
@@ -178,6 +191,7 @@ impl FrameReader {
             len,
             start,
             dest,
+            unmasked: start,
         })
     }
 
@@ -193,6 +207,7 @@ impl FrameReader {
                 .dest
                 .extend_from_slice(&self.buf[self.pos..self.pos + take]);
             self.pos += take;
+            frame.unmask_arrived();
             let missing = missing - take;
             if missing == 0 {
                 return Ok(());

@@ -44,9 +44,11 @@ test: $(VENV)/.stamp
 	$(CARGO) test --release --locked
 
 ## Every figure the issues ask for; writes target/bench/results.md.
+## Criterion first: the e2e run folds its medians into the same results.
 bench: build
-	$(CARGO) bench --locked --bench e2e
 	$(CARGO) bench --locked --bench stats -- --noplot
+	$(CARGO) bench --locked --bench frames -- --noplot
+	$(CARGO) bench --locked --bench e2e
 
 ## A quick pass of the same suite.
 bench-quick: build

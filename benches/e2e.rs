@@ -22,7 +22,8 @@
 //!   established, connections/s, handshake p99, connections lost while held.
 //!
 //! Writes target/bench/results.md and target/bench/results.json.
-//! WSBENCH_QUICK=1 runs a smaller pass.
+//! WSBENCH_QUICK=1 runs a smaller pass; words after `--` pick sections
+//! (serial, parallel, http, chat, scale, pingpong, load).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -114,6 +115,27 @@ fn ws_text_round_trips(url: &str, n: usize) -> f64 {
     let rate = n as f64 / start.elapsed().as_secs_f64();
     let _ = ws.close(None);
     rate
+}
+
+/// The median time of a criterion benchmark's last run, in ns, if that
+/// run was part of this `make bench` (the last hour), not a stale one.
+fn criterion_median_ns(id: &str) -> Option<f64> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/criterion")
+        .join(id)
+        .join("new/estimates.json");
+    let age = std::fs::metadata(&path)
+        .ok()?
+        .modified()
+        .ok()?
+        .elapsed()
+        .ok()?;
+    if age > std::time::Duration::from_secs(3600) {
+        return None;
+    }
+    let text = std::fs::read_to_string(path).ok()?;
+    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+    json["median"]["point_estimate"].as_f64()
 }
 
 fn kernel_us() -> f64 {
@@ -360,7 +382,14 @@ fn listen_overflows() -> u64 {
 }
 
 fn main() {
-    // `cargo bench` passes --bench; nothing else to parse.
+    // `cargo bench --bench e2e -- serial chat` runs only the sections whose
+    // names contain one of the words; cargo itself passes `--bench`.
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let wants =
+        |section: &str| only.is_empty() || only.iter().any(|w| section.contains(w.as_str()));
     let quick = std::env::var_os("WSBENCH_QUICK").is_some();
     let repeats = if quick { 2 } else { 5 };
     let count = if quick { 300 } else { 1000 };
@@ -405,6 +434,56 @@ fn main() {
         String::new(),
     );
 
+    // The criterion microbenchmarks `make bench` ran just before, if any.
+    for (id, name, bytes) in [
+        (
+            "stats_480000/compute_random",
+            "criterion: kernel, random image",
+            IMAGE,
+        ),
+        (
+            "stats_480000/compute_flat",
+            "criterion: kernel, flat image",
+            IMAGE,
+        ),
+        (
+            "stats_16777216/compute_random",
+            "criterion: kernel, 16 MiB image",
+            16 << 20,
+        ),
+        (
+            "stats_480000/naive_random",
+            "criterion: naive histogram, random image",
+            IMAGE,
+        ),
+        (
+            "client_frame_480000/masked_send",
+            "criterion: client frame, masked::send",
+            IMAGE,
+        ),
+        (
+            "client_frame_480000/tungstenite_send",
+            "criterion: client frame, tungstenite",
+            IMAGE,
+        ),
+    ] {
+        let Some(ns) = criterion_median_ns(id) else {
+            println!("{name}: no fresh criterion result (`make bench` runs it)");
+            continue;
+        };
+        let gbps = bytes as f64 / ns;
+        let target = name
+            .contains("kernel")
+            .then(|| ("≥ 4 GB/s".to_string(), gbps >= 4.0));
+        add(
+            name,
+            gbps,
+            "GB/s",
+            target,
+            format!("{:.1} µs, median of criterion's samples", ns / 1e3),
+        );
+    }
+
     let server = start_server(&[]);
     let url = format!("ws://{}/", server.1);
     let raw_image = raw_server(IMAGE);
@@ -412,340 +491,358 @@ fn main() {
     let image = random_image(IMAGE, 42);
     let count_s = count.to_string();
 
-    // Serial images and text pings, interleaved with their raw baselines.
-    let (mut raw_img, mut ws_img, mut ratio_img) = (vec![], vec![], vec![]);
-    let (mut raw_txt, mut ws_txt, mut ratio_txt) = (vec![], vec![], vec![]);
-    for _ in 0..repeats {
-        let raw = raw_round_trips(&raw_image, &image, count);
-        let run = bench_json(&["--url", &url, "--mode", "serial", "--count", &count_s]);
-        let ws = run["messages_per_s"].as_f64().unwrap();
-        let ideal = 1.0 / (1.0 / raw + kernel * 1e-6);
-        raw_img.push(raw);
-        ws_img.push(ws);
-        ratio_img.push(ws / ideal);
+    if wants("serial") {
+        // Serial images and text pings, interleaved with their raw baselines.
+        let (mut raw_img, mut ws_img, mut ratio_img) = (vec![], vec![], vec![]);
+        let (mut raw_txt, mut ws_txt, mut ratio_txt) = (vec![], vec![], vec![]);
+        for _ in 0..repeats {
+            let raw = raw_round_trips(&raw_image, &image, count);
+            let run = bench_json(&["--url", &url, "--mode", "serial", "--count", &count_s]);
+            let ws = run["messages_per_s"].as_f64().unwrap();
+            let ideal = 1.0 / (1.0 / raw + kernel * 1e-6);
+            raw_img.push(raw);
+            ws_img.push(ws);
+            ratio_img.push(ws / ideal);
 
-        let raw = raw_round_trips(&raw_text, &[b'p'; 16], pings);
-        let ws = ws_text_round_trips(&url, pings);
-        raw_txt.push(raw);
-        ws_txt.push(ws);
-        ratio_txt.push(ws / raw);
-    }
-    add(
-        "raw TCP 480 KB round trips",
-        median(raw_img),
-        "per s",
-        None,
-        format!("{repeats} runs of {count}"),
-    );
-    add(
-        "serial image round trips (slow replies)",
-        median(ws_img.clone()),
-        "per s",
-        None,
-        format!("wsbench bench --mode serial --count {count}"),
-    );
-    let r = median(ratio_img);
-    add(
-        "serial images / ideal (raw RTT + kernel)",
-        r,
-        "ratio",
-        Some(("≥ 0.75".into(), r >= 0.75)),
-        "per-run ratio, median".into(),
-    );
-    add(
-        "raw TCP 16-byte round trips",
-        median(raw_txt),
-        "per s",
-        None,
-        format!("{repeats} runs of {pings}"),
-    );
-    add(
-        "WebSocket text ping round trips on /",
-        median(ws_txt),
-        "per s",
-        None,
-        String::new(),
-    );
-    let r = median(ratio_txt);
-    add(
-        "WebSocket text / raw TCP",
-        r,
-        "ratio",
-        Some(("≥ 0.9".into(), r >= 0.9)),
-        "per-run ratio, median".into(),
-    );
-
-    // Parallel and serial-short: a connection per message.
-    let overflows_before = listen_overflows();
-    for (mode, extra) in [
-        ("parallel", &["--concurrency", "1000"][..]),
-        ("serial-short", &[][..]),
-    ] {
-        let (mut wall, mut p50, mut p99, mut rate) = (vec![], vec![], vec![], vec![]);
-        for _ in 0..repeats.min(3) {
-            let mut args = vec!["--url", &url, "--mode", mode, "--count", &count_s];
-            args.extend_from_slice(extra);
-            let run = bench_json(&args);
-            assert_eq!(run["failed"], 0, "{mode} had failures");
-            wall.push(run["wall_s"].as_f64().unwrap());
-            rate.push(run["messages_per_s"].as_f64().unwrap());
-            p50.push(run["total"]["p50"].as_f64().unwrap() * 1e3);
-            p99.push(run["total"]["p99"].as_f64().unwrap() * 1e3);
+            let raw = raw_round_trips(&raw_text, &[b'p'; 16], pings);
+            let ws = ws_text_round_trips(&url, pings);
+            raw_txt.push(raw);
+            ws_txt.push(ws);
+            ratio_txt.push(ws / raw);
         }
         add(
-            &format!("{mode} {count}: wall time"),
-            median(wall),
-            "s",
+            "raw TCP 480 KB round trips",
+            median(raw_img),
+            "per s",
             None,
-            String::new(),
+            format!("{repeats} runs of {count}"),
         );
         add(
-            &format!("{mode} {count}: messages/s"),
-            median(rate),
+            "serial image round trips (slow replies)",
+            median(ws_img.clone()),
+            "per s",
+            None,
+            format!("wsbench bench --mode serial --count {count}"),
+        );
+        let r = median(ratio_img);
+        add(
+            "serial images / ideal (raw RTT + kernel)",
+            r,
+            "ratio",
+            Some(("≥ 0.75".into(), r >= 0.75)),
+            "per-run ratio, median".into(),
+        );
+        add(
+            "raw TCP 16-byte round trips",
+            median(raw_txt),
+            "per s",
+            None,
+            format!("{repeats} runs of {pings}"),
+        );
+        add(
+            "WebSocket text ping round trips on /",
+            median(ws_txt),
             "per s",
             None,
             String::new(),
         );
+        let r = median(ratio_txt);
         add(
-            &format!("{mode} {count}: total p50"),
+            "WebSocket text / raw TCP",
+            r,
+            "ratio",
+            Some(("≥ 0.9".into(), r >= 0.9)),
+            "per-run ratio, median".into(),
+        );
+    }
+    if wants("parallel") {
+        // Parallel and serial-short: a connection per message.
+        let overflows_before = listen_overflows();
+        for (mode, extra) in [
+            ("parallel", &["--concurrency", "1000"][..]),
+            ("serial-short", &[][..]),
+        ] {
+            let (mut wall, mut p50, mut p99, mut rate) = (vec![], vec![], vec![], vec![]);
+            for _ in 0..repeats.min(3) {
+                let mut args = vec!["--url", &url, "--mode", mode, "--count", &count_s];
+                args.extend_from_slice(extra);
+                let run = bench_json(&args);
+                assert_eq!(run["failed"], 0, "{mode} had failures");
+                wall.push(run["wall_s"].as_f64().unwrap());
+                rate.push(run["messages_per_s"].as_f64().unwrap());
+                p50.push(run["total"]["p50"].as_f64().unwrap() * 1e3);
+                p99.push(run["total"]["p99"].as_f64().unwrap() * 1e3);
+            }
+            add(
+                &format!("{mode} {count}: wall time"),
+                median(wall),
+                "s",
+                None,
+                String::new(),
+            );
+            add(
+                &format!("{mode} {count}: messages/s"),
+                median(rate),
+                "per s",
+                None,
+                String::new(),
+            );
+            add(
+                &format!("{mode} {count}: total p50"),
+                median(p50),
+                "ms",
+                None,
+                String::new(),
+            );
+            add(
+                &format!("{mode} {count}: total p99"),
+                median(p99),
+                "ms",
+                None,
+                String::new(),
+            );
+        }
+        let overflows = listen_overflows() - overflows_before;
+        add(
+            "listen overflows during parallel runs",
+            overflows as f64,
+            "count",
+            Some(("0".into(), overflows == 0)),
+            "TcpExt ListenOverflows delta".into(),
+        );
+    }
+    if wants("http") {
+        // HTTP keep-alive against WebSocket, one connection each, interleaved.
+        let (mut http, mut ws, mut ratio) = (vec![], vec![], vec![]);
+        for _ in 0..repeats {
+            let h = http_round_trips(&server.1, pings);
+            let w = ws_text_round_trips(&url, pings);
+            http.push(h);
+            ws.push(w);
+            ratio.push(w / h);
+        }
+        add(
+            "HTTP keep-alive POST / round trips",
+            median(http),
+            "per s",
+            None,
+            format!("{repeats} runs of {pings}"),
+        );
+        add(
+            "WebSocket text round trips (same run)",
+            median(ws),
+            "per s",
+            None,
+            String::new(),
+        );
+        let r = median(ratio);
+        add(
+            "WebSocket / HTTP keep-alive",
+            r,
+            "ratio",
+            Some(("> 1".into(), r > 1.0)),
+            "per-run ratio, median".into(),
+        );
+    }
+    drop(server);
+
+    if wants("chat") {
+        // Chat fan-out on a server whose queues hold the whole burst: the
+        // sender does not pace itself, so latency includes queueing.
+        let chat_messages = if quick { 2000 } else { 10_000 };
+        let chat_server = start_server(&["--max-queue", "20000", "--max-queue-bytes", "64MiB"]);
+        let (mut rate, mut p50, mut p99) = (vec![], vec![], vec![]);
+        for _ in 0..repeats.min(3) {
+            let (r, a, b) = chat_fan_out(&chat_server.1, 100, chat_messages);
+            rate.push(r);
+            p50.push(a);
+            p99.push(b);
+        }
+        add(
+            "chat fan-out: deliveries/s (100 clients)",
+            median(rate),
+            "per s",
+            None,
+            format!("one sender, {chat_messages} messages, unpaced"),
+        );
+        add(
+            "chat fan-out: delivery p50",
             median(p50),
             "ms",
             None,
             String::new(),
         );
         add(
-            &format!("{mode} {count}: total p99"),
+            "chat fan-out: delivery p99",
             median(p99),
             "ms",
             None,
             String::new(),
         );
+        drop(chat_server);
     }
-    let overflows = listen_overflows() - overflows_before;
-    add(
-        "listen overflows during parallel runs",
-        overflows as f64,
-        "count",
-        Some(("0".into(), overflows == 0)),
-        "TcpExt ListenOverflows delta".into(),
-    );
 
-    // HTTP keep-alive against WebSocket, one connection each, interleaved.
-    let (mut http, mut ws, mut ratio) = (vec![], vec![], vec![]);
-    for _ in 0..repeats {
-        let h = http_round_trips(&server.1, pings);
-        let w = ws_text_round_trips(&url, pings);
-        http.push(h);
-        ws.push(w);
-        ratio.push(w / h);
-    }
-    add(
-        "HTTP keep-alive POST / round trips",
-        median(http),
-        "per s",
-        None,
-        format!("{repeats} runs of {pings}"),
-    );
-    add(
-        "WebSocket text round trips (same run)",
-        median(ws),
-        "per s",
-        None,
-        String::new(),
-    );
-    let r = median(ratio);
-    add(
-        "WebSocket / HTTP keep-alive",
-        r,
-        "ratio",
-        Some(("> 1".into(), r > 1.0)),
-        "per-run ratio, median".into(),
-    );
-    drop(server);
-
-    // Chat fan-out on a server whose queues hold the whole burst: the
-    // sender does not pace itself, so latency includes queueing.
-    let chat_messages = if quick { 2000 } else { 10_000 };
-    let chat_server = start_server(&["--max-queue", "20000", "--max-queue-bytes", "64MiB"]);
-    let (mut rate, mut p50, mut p99) = (vec![], vec![], vec![]);
-    for _ in 0..repeats.min(3) {
-        let (r, a, b) = chat_fan_out(&chat_server.1, 100, chat_messages);
-        rate.push(r);
-        p50.push(a);
-        p99.push(b);
-    }
-    add(
-        "chat fan-out: deliveries/s (100 clients)",
-        median(rate),
-        "per s",
-        None,
-        format!("one sender, {chat_messages} messages, unpaced"),
-    );
-    add(
-        "chat fan-out: delivery p50",
-        median(p50),
-        "ms",
-        None,
-        String::new(),
-    );
-    add(
-        "chat fan-out: delivery p99",
-        median(p99),
-        "ms",
-        None,
-        String::new(),
-    );
-    drop(chat_server);
-
-    let conns = if quick { 2000 } else { 10_000 };
-    let (rate, before, after, threads, p99) = scale(conns);
-    let per_conn_kib = (after - before) * 1024.0 / conns as f64;
-    add(
-        &format!("scale: {conns} connections opened"),
-        rate,
-        "per s",
-        None,
-        "4 client threads, tungstenite::connect".into(),
-    );
-    add(
-        "scale: server RSS with all open",
-        after,
-        "MiB",
-        None,
-        format!("{before:.1} MiB before"),
-    );
-    add(
-        "scale: server RSS per idle connection",
-        per_conn_kib,
-        "KiB",
-        None,
-        String::new(),
-    );
-    add(
-        "scale: server threads per connection",
-        threads as f64 / conns as f64,
-        "threads",
-        Some(("1 (+ fixed pool)".into(), threads as usize <= conns + 16)),
-        format!("{threads} threads in all"),
-    );
-    add(
-        &format!("scale: ping round trip p99 with {conns} open"),
-        p99,
-        "µs",
-        None,
-        "1,000 connections spread over the open ones".into(),
-    );
-    // pingpong (#7): the subcommand's own runs, each beside a raw-TCP
-    // 16-byte request/reply measured just before it.
-    let pp_server = start_server(&[]);
-    let ws_url = WsUrl::parse(&format!("ws://{}/", pp_server.1)).unwrap();
-    let http_url = HttpUrl::parse(&format!("http://{}/", pp_server.1)).unwrap();
-    let hidden = indicatif::ProgressBar::hidden();
-    let timeout = std::time::Duration::from_secs(10);
-    let (mut ws_rate, mut ws_raw, mut http_ws) = (vec![], vec![], vec![]);
-    for _ in 0..repeats {
-        let raw = raw_round_trips(&raw_text, &[b'p'; 16], pings);
-        let ws = pingpong::ws_pings(&ws_url, pings as u64, timeout, &hidden).unwrap();
-        let http = pingpong::http_pings(&http_url, pings as u64, true, timeout, &hidden).unwrap();
-        let rate = ws.done as f64 / ws.duration.as_secs_f64();
-        ws_rate.push(rate);
-        ws_raw.push(rate / raw);
-        http_ws.push(http.duration.as_secs_f64() / ws.duration.as_secs_f64());
-    }
-    add(
-        "pingpong: WebSocket round trips",
-        median(ws_rate),
-        "per s",
-        None,
-        format!("{repeats} runs of {pings}, connect and handshake included"),
-    );
-    let r = median(ws_raw);
-    add(
-        "pingpong: WebSocket / raw TCP 16-byte",
-        r,
-        "ratio",
-        Some(("≥ 0.9".into(), r >= 0.9)),
-        "per-run ratio, median".into(),
-    );
-    let r = median(http_ws);
-    add(
-        "pingpong: HTTP keep-alive time / WebSocket time",
-        r,
-        "ratio",
-        Some(("≤ 2".into(), r <= 2.0)),
-        "GET / + N POST / vs N pings, per-run ratio, median".into(),
-    );
-    drop(pp_server);
-
-    // load (#7): a separate server, so the client's descriptors are its own.
-    let load_rounds = match std::env::var("WSBENCH_LOAD").ok().as_deref() {
-        Some("10000") => 10,
-        _ if quick => 1,
-        _ => 2,
-    };
-    let load_total = load_rounds * 500 * 2;
-    let load_server = start_server(&["--max-connections", "10100"]);
-    let (mut established, mut rate, mut hs_p99, mut lost) = (vec![], vec![], vec![], vec![]);
-    for _ in 0..repeats.min(3) {
-        let out = Command::new(BIN)
-            .args(["load", "--url", &format!("ws://{}/", load_server.1)])
-            .args(["--rounds", &load_rounds.to_string(), "--batch-size", "500"])
-            .args(["--workers", "2", "--hold", "1s", "--json"])
-            .env("RUST_LOG", "warn")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "wsbench load: {}",
-            String::from_utf8_lossy(&out.stderr)
+    if wants("scale") {
+        let conns = if quick { 2000 } else { 10_000 };
+        let (rate, before, after, threads, p99) = scale(conns);
+        let per_conn_kib = (after - before) * 1024.0 / conns as f64;
+        add(
+            &format!("scale: {conns} connections opened"),
+            rate,
+            "per s",
+            None,
+            "4 client threads, tungstenite::connect".into(),
         );
-        let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        established.push(run["established"].as_f64().unwrap());
-        rate.push(run["connections_per_s"].as_f64().unwrap());
-        hs_p99.push(run["handshake"]["p99"].as_f64().unwrap() * 1e3);
-        lost.push(run["lost_while_held"].as_f64().unwrap());
+        add(
+            "scale: server RSS with all open",
+            after,
+            "MiB",
+            None,
+            format!("{before:.1} MiB before"),
+        );
+        add(
+            "scale: server RSS per idle connection",
+            per_conn_kib,
+            "KiB",
+            None,
+            String::new(),
+        );
+        add(
+            "scale: server threads per connection",
+            threads as f64 / conns as f64,
+            "threads",
+            Some(("1 (+ fixed pool)".into(), threads as usize <= conns + 16)),
+            format!("{threads} threads in all"),
+        );
+        add(
+            &format!("scale: ping round trip p99 with {conns} open"),
+            p99,
+            "µs",
+            None,
+            "1,000 connections spread over the open ones".into(),
+        );
     }
-    let e = median(established);
-    add(
-        &format!("load {load_total}: established"),
-        e,
-        "count",
-        Some((format!("= {load_total}"), e == load_total as f64)),
-        "rounds × 500 × 2 workers, hold 1s".into(),
-    );
-    add(
-        &format!("load {load_total}: connections/s"),
-        median(rate),
-        "per s",
-        None,
-        "established / setup wall time".into(),
-    );
-    add(
-        &format!("load {load_total}: handshake p99"),
-        median(hs_p99),
-        "ms",
-        None,
-        String::new(),
-    );
-    let l = median(lost);
-    add(
-        &format!("load {load_total}: lost while held"),
-        l,
-        "count",
-        Some(("0".into(), l == 0.0)),
-        String::new(),
-    );
-    drop(load_server);
+    if wants("pingpong") {
+        // pingpong (#7): the subcommand's own runs, each beside a raw-TCP
+        // 16-byte request/reply measured just before it.
+        let pp_server = start_server(&[]);
+        let ws_url = WsUrl::parse(&format!("ws://{}/", pp_server.1)).unwrap();
+        let http_url = HttpUrl::parse(&format!("http://{}/", pp_server.1)).unwrap();
+        let hidden = indicatif::ProgressBar::hidden();
+        let timeout = std::time::Duration::from_secs(10);
+        let (mut ws_rate, mut ws_raw, mut http_ws) = (vec![], vec![], vec![]);
+        for _ in 0..repeats {
+            let raw = raw_round_trips(&raw_text, &[b'p'; 16], pings);
+            let ws = pingpong::ws_pings(&ws_url, pings as u64, timeout, &hidden).unwrap();
+            let http =
+                pingpong::http_pings(&http_url, pings as u64, true, timeout, &hidden).unwrap();
+            let rate = ws.done as f64 / ws.duration.as_secs_f64();
+            ws_rate.push(rate);
+            ws_raw.push(rate / raw);
+            http_ws.push(http.duration.as_secs_f64() / ws.duration.as_secs_f64());
+        }
+        add(
+            "pingpong: WebSocket round trips",
+            median(ws_rate),
+            "per s",
+            None,
+            format!("{repeats} runs of {pings}, connect and handshake included"),
+        );
+        let r = median(ws_raw);
+        add(
+            "pingpong: WebSocket / raw TCP 16-byte",
+            r,
+            "ratio",
+            Some(("≥ 0.9".into(), r >= 0.9)),
+            "per-run ratio, median".into(),
+        );
+        let r = median(http_ws);
+        add(
+            "pingpong: HTTP keep-alive time / WebSocket time",
+            r,
+            "ratio",
+            Some(("≤ 2".into(), r <= 2.0)),
+            "GET / + N POST / vs N pings, per-run ratio, median".into(),
+        );
+        drop(pp_server);
+    }
 
-    write_results(&figures, quick);
+    if wants("load") {
+        // load (#7): a separate server, so the client's descriptors are its own.
+        let load_rounds = match std::env::var("WSBENCH_LOAD").ok().as_deref() {
+            Some("10000") => 10,
+            _ if quick => 1,
+            _ => 2,
+        };
+        let load_total = load_rounds * 500 * 2;
+        let load_server = start_server(&["--max-connections", "10100"]);
+        let (mut established, mut rate, mut hs_p99, mut lost) = (vec![], vec![], vec![], vec![]);
+        for _ in 0..repeats.min(3) {
+            let out = Command::new(BIN)
+                .args(["load", "--url", &format!("ws://{}/", load_server.1)])
+                .args(["--rounds", &load_rounds.to_string(), "--batch-size", "500"])
+                .args(["--workers", "2", "--hold", "1s", "--json"])
+                .env("RUST_LOG", "warn")
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "wsbench load: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            established.push(run["established"].as_f64().unwrap());
+            rate.push(run["connections_per_s"].as_f64().unwrap());
+            hs_p99.push(run["handshake"]["p99"].as_f64().unwrap() * 1e3);
+            lost.push(run["lost_while_held"].as_f64().unwrap());
+        }
+        let e = median(established);
+        add(
+            &format!("load {load_total}: established"),
+            e,
+            "count",
+            Some((format!("= {load_total}"), e == load_total as f64)),
+            "rounds × 500 × 2 workers, hold 1s".into(),
+        );
+        add(
+            &format!("load {load_total}: connections/s"),
+            median(rate),
+            "per s",
+            None,
+            "established / setup wall time".into(),
+        );
+        add(
+            &format!("load {load_total}: handshake p99"),
+            median(hs_p99),
+            "ms",
+            None,
+            String::new(),
+        );
+        let l = median(lost);
+        add(
+            &format!("load {load_total}: lost while held"),
+            l,
+            "count",
+            Some(("0".into(), l == 0.0)),
+            String::new(),
+        );
+        drop(load_server);
+    }
+
+    write_results(&figures, quick, &only);
 }
 
-fn write_results(figures: &[Figure], quick: bool) {
+fn write_results(figures: &[Figure], quick: bool, only: &[String]) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
     std::fs::create_dir_all(&dir).unwrap();
     let mut md = format!(
-        "# wsbench benchmark results{}\n\n| figure | value | unit | target | met | note |\n|---|---:|---|---|---|---|\n",
-        if quick { " (quick pass)" } else { "" }
+        "# wsbench benchmark results{}{}\n\n| figure | value | unit | target | met | note |\n|---|---:|---|---|---|---|\n",
+        if quick { " (quick pass)" } else { "" },
+        if only.is_empty() {
+            String::new()
+        } else {
+            format!(" (sections: {})", only.join(", "))
+        }
     );
     for f in figures {
         md.push_str(&format!(

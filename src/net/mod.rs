@@ -6,12 +6,13 @@
 //! The socket is shared as an `Arc<TcpStream>` (`&TcpStream` reads and
 //! writes), never `try_clone`d: a duplicated descriptor per connection would
 //! not let 10,000 connections fit in this machine's 20,000 descriptors.
-//! Two tungstenite state machines sit on that one socket:
+//! Two halves sit on that one socket:
 //!
-//! - the **reader**, `WebSocket<ReadHalf>`, owned by the connection's thread.
-//!   tungstenite answers pings and closes from inside `read`; those writes
-//!   would interleave with the writer's frames, so `ReadHalf` discards them
-//!   and [`Conn::run`] sends the pong or close reply through the writer.
+//! - the **reader**, a [`FrameReader`] of our own, owned by the connection's
+//!   thread. It only reads: pings and closes come out as messages and
+//!   [`Conn::run`] answers them through the writer. It reads a large
+//!   payload straight into the message's buffer (see `reader.rs` for why
+//!   not tungstenite's reader, which clients still use via `ReadHalf`).
 //! - the **writer**, a `Mutex<WebSocket<WriteHalf>>` inside [`Peer`]. Any
 //!   thread holding an `Arc<Peer>` sends a whole message under the lock: the
 //!   connection's own thread writes its replies there directly (an
@@ -28,7 +29,7 @@
 //! Heartbeats need no timer thread either: the reader's socket has a read
 //! timeout set to the next heartbeat event (ping due, pong overdue), so the
 //! blocked `read` itself wakes up to send the ping or to give up on the peer.
-//! Every byte read counts as liveness (`ReadHalf` stamps the time), so a
+//! Every byte read counts as liveness (the reader stamps the time), so a
 //! peer busy sending a large message is never taken for dead.
 
 use std::borrow::Cow;
@@ -40,7 +41,6 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use tungstenite::error::{CapacityError, ProtocolError};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
@@ -48,11 +48,16 @@ use tungstenite::{Message, WebSocket};
 use crate::error::io_cause;
 use crate::metrics::{ServerCounters, add};
 
-/// Per-read cap of the reader's buffer. tungstenite reserves a whole frame
-/// once its header is parsed, so this bounds only how much one `read` call
-/// asks the kernel for, and what an idle connection keeps touched. 16 KiB
-/// keeps 10,000 idle connections near 160 MiB; measured against 128 KiB on
-/// 480 KB images in `make bench` (#3).
+pub mod masked;
+mod reader;
+
+pub use reader::{FrameReader, ReadError};
+
+/// Read-ahead buffer of a connection's reader (server and client): frame
+/// headers and short payloads go through it, so it bounds what one `read`
+/// asks the kernel for when nothing large is in flight. The server's reader
+/// touches its pages only as bytes arrive; tungstenite's client reader
+/// zero-fills it on every read, so keep it small.
 pub const READ_CHUNK: usize = 16 * 1024;
 
 /// The reading side of the socket: reads count as liveness, writes vanish.
@@ -423,7 +428,7 @@ pub trait Control {
 /// A server-side connection after the handshake: the reader and its `Peer`.
 pub struct Conn {
     pub peer: Arc<Peer>,
-    reader: WebSocket<ReadHalf>,
+    reader: FrameReader,
 }
 
 impl Conn {
@@ -445,16 +450,7 @@ impl Conn {
             .write_buffer_size(0)
             .max_message_size(Some(max_message_size))
             .max_frame_size(Some(max_message_size));
-        let reader = WebSocket::from_partially_read(
-            ReadHalf {
-                stream: Arc::clone(&stream),
-                last_read: Instant::now(),
-                muted: true,
-            },
-            leftover,
-            Role::Server,
-            Some(config),
-        );
+        let reader = FrameReader::new(Arc::clone(&stream), leftover, max_message_size);
         // Frames buffer up to 64 KiB until a flush, so a batch of small
         // messages is one write; `send` flushes every message itself.
         let writer = WebSocket::from_raw_socket(
@@ -488,7 +484,7 @@ impl Conn {
             if control.stopping() && !peer.close_sent() {
                 let _ = peer.close(CloseCode::Away, "server shutting down");
             }
-            match timer.due(now, self.reader.get_ref().last_read) {
+            match timer.due(now, self.reader.last_read) {
                 Due::Nothing => {}
                 Due::Ping => {
                     if peer.send(Message::Ping(Default::default())).is_err() {
@@ -509,7 +505,7 @@ impl Conn {
 
             let message = match self.reader.read() {
                 Ok(message) => message,
-                Err(err) => match classify(err) {
+                Err(err) => match err {
                     ReadError::Again => continue,
                     ReadError::Closed => return End::Lost("closed".into()),
                     ReadError::Lost(why) => return End::Lost(why),
@@ -591,45 +587,6 @@ fn send_failed(peer: &Peer, err: tungstenite::Error) -> End {
             End::SlowPeer
         }
         other => End::Lost(other.to_string()),
-    }
-}
-
-enum ReadError {
-    /// The read timeout fired: time to look at the heartbeat.
-    Again,
-    Closed,
-    Lost(String),
-    /// Bad input: close with this code.
-    Refuse(CloseCode, String),
-}
-
-fn classify(err: tungstenite::Error) -> ReadError {
-    use tungstenite::Error as E;
-    match err {
-        // A signal (Ctrl-C, SIGTERM) interrupts a blocked read even with
-        // SA_RESTART, because the socket has a timeout (signal(7)); the
-        // frame state is intact, so read again.
-        E::Io(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
-            ) =>
-        {
-            ReadError::Again
-        }
-        E::Io(e) => ReadError::Lost(io_cause(&e)),
-        E::ConnectionClosed | E::AlreadyClosed => ReadError::Closed,
-        E::Capacity(CapacityError::MessageTooLong { size, max_size }) => ReadError::Refuse(
-            CloseCode::Size,
-            format!("message of {size} bytes is over the limit of {max_size}"),
-        ),
-        E::Capacity(other) => ReadError::Refuse(CloseCode::Size, other.to_string()),
-        E::Utf8(_) => ReadError::Refuse(CloseCode::Invalid, "invalid utf-8 in text".into()),
-        E::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
-            ReadError::Lost("reset without closing handshake".into())
-        }
-        E::Protocol(p) => ReadError::Refuse(CloseCode::Protocol, p.to_string()),
-        other => ReadError::Refuse(CloseCode::Protocol, other.to_string()),
     }
 }
 

@@ -1,0 +1,381 @@
+//! `wsbench-tokio`: the async peer that `make compare` measures
+//! `wsbench server` against (#8).
+//!
+//! It serves `/` (also `/image`) and `/echo` with the replies SPEC.md gives
+//! `wsbench server`, written the way a competent tokio-tungstenite server
+//! usually is: a multi-threaded runtime (one worker per core, or
+//! `TOKIO_WORKER_THREADS`), one task per connection that reads a message
+//! and awaits its reply in one loop. Slow replies compute on the worker,
+//! fast-mode statistics on tokio's blocking pool. It takes wsbench's
+//! statistics kernel and reply text from the main crate, so that a
+//! comparison measures the I/O model, not the kernel.
+//!
+//! A connection goes: accept (TCP_NODELAY) → handshake, where the path
+//! picks the endpoint or gets 404 → loop { read → reply → write } until the
+//! peer closes. What the comparison does not exercise is left out: `/hello`,
+//! `/chat`, plain HTTP, metrics, connection limits and server pings.
+
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use futures_util::{SinkExt, StreamExt};
+use log::{debug, info, warn};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, lookup_host};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::task::spawn_blocking;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::{StatusCode, Uri};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{WebSocketStream, accept_hdr_async_with_config};
+use wsbench::stats::ImageStats;
+
+/// A tokio + tokio-tungstenite WebSocket server with wsbench's `/`,
+/// `/image` and `/echo` endpoints, for comparison runs.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port to listen on; 0 picks a free one (the listening line shows it).
+    #[arg(long, default_value_t = 7788)]
+    port: u16,
+    /// slow: compute an image's statistics, then reply with them; fast:
+    /// reply `Received: {len}` at once and compute afterwards. A
+    /// connection's `?response=fast|slow` overrides it.
+    #[arg(long, value_enum, default_value_t = ResponseMode::Slow)]
+    response: ResponseMode,
+    /// Largest message or frame accepted: 480000, 64KiB, 16MiB.
+    #[arg(long, default_value = "16MiB", value_parser = parse_size)]
+    max_message_size: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
+enum ResponseMode {
+    Slow,
+    Fast,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum Error {
+    #[error("cannot start the tokio runtime: {0}")]
+    Runtime(String),
+    #[error("cannot bind {addr}: {cause}")]
+    Bind { addr: String, cause: String },
+    #[error("cannot handle signals: {0}")]
+    Signal(String),
+}
+
+fn main() -> ExitCode {
+    // clap prints usage errors itself and exits 2 (0 for --help).
+    let args = Args::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), Error> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Runtime(cause(&e)))?;
+    // Dropping the runtime on return lets running fast-mode jobs finish.
+    runtime.block_on(serve(args))
+}
+
+/// Binds, prints the listening line, and accepts until Ctrl-C or SIGTERM.
+async fn serve(args: Args) -> Result<(), Error> {
+    let shown = format!("{}:{}", args.host, args.port);
+    let bind_err = |e: io::Error| Error::Bind {
+        addr: shown.clone(),
+        cause: cause(&e),
+    };
+    let listener = listen(&args.host, args.port).await.map_err(bind_err)?;
+    let addr = listener.local_addr().map_err(bind_err)?;
+    // Registered before the listening line, so that a script that signals
+    // as soon as it reads the line gets a clean exit, not a killed process.
+    let signal_err = |e: io::Error| Error::Signal(cause(&e));
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(signal_err)?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(signal_err)?;
+    {
+        let mut out = io::stdout().lock();
+        let _ = writeln!(out, "listening on ws://{addr}");
+        let _ = out.flush();
+    }
+    let config = Arc::new(Config {
+        response: args.response,
+        websocket: WebSocketConfig::default()
+            .max_message_size(Some(args.max_message_size))
+            .max_frame_size(Some(args.max_message_size)),
+    });
+    let mut next_id = 0u64;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    next_id += 1;
+                    tokio::spawn(connection(stream, next_id, Arc::clone(&config)));
+                }
+                Err(e) => {
+                    // Out of file descriptors, typically: give closing
+                    // connections a moment instead of spinning on accept.
+                    warn!("cannot accept: {}", cause(&e));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            _ = interrupt.recv() => break,
+            _ = terminate.recv() => break,
+        }
+    }
+    info!("shutting down");
+    Ok(())
+}
+
+/// The listen backlog, as `wsbench server`'s. `TcpListener::bind` asks
+/// for 1024, and `wsbench bench --mode parallel` connects 1000 clients at
+/// once: an overflow drops a SYN, and that client waits a 1 s retransmit,
+/// which then dominates the run's wall time.
+const BACKLOG: u32 = 4096;
+
+/// `TcpListener::bind` with our backlog: the first address of `host` that
+/// binds.
+async fn listen(host: &str, port: u16) -> io::Result<TcpListener> {
+    let listen_on = |addr: SocketAddr| {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(BACKLOG)
+    };
+    let mut last = None;
+    for addr in lookup_host((host, port)).await? {
+        match listen_on(addr) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address")))
+}
+
+/// What every connection reads.
+struct Config {
+    response: ResponseMode,
+    websocket: WebSocketConfig,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Endpoint {
+    Image(ResponseMode),
+    Echo,
+}
+
+impl Endpoint {
+    /// The endpoint a request path names, None for an unknown one;
+    /// `?response=fast|slow` overrides the server's mode on `/`.
+    fn route(uri: &Uri, default: ResponseMode) -> Option<Endpoint> {
+        match uri.path() {
+            "/" | "/image" => {
+                let query = uri.query().unwrap_or("");
+                let response = query
+                    .split('&')
+                    .find_map(|pair| match pair {
+                        "response=fast" => Some(ResponseMode::Fast),
+                        "response=slow" => Some(ResponseMode::Slow),
+                        _ => None,
+                    })
+                    .unwrap_or(default);
+                Some(Endpoint::Image(response))
+            }
+            "/echo" => Some(Endpoint::Echo),
+            _ => None,
+        }
+    }
+}
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// One connection, from handshake to close.
+async fn connection(stream: TcpStream, id: u64, config: Arc<Config>) {
+    // Request/reply traffic: without it a small reply can wait for the
+    // client's delayed ACK.
+    if let Err(e) = stream.set_nodelay(true) {
+        debug!("conn {id}: cannot set TCP_NODELAY: {}", cause(&e));
+    }
+    let mut endpoint = None;
+    // The signature is tungstenite's `Callback`, large `Err` and all.
+    #[allow(clippy::result_large_err)]
+    let route = |request: &Request, response: Response| {
+        endpoint = Endpoint::route(request.uri(), config.response);
+        match endpoint {
+            Some(_) => Ok(response),
+            None => Err(not_found()),
+        }
+    };
+    let ws = match accept_hdr_async_with_config(stream, route, Some(config.websocket)).await {
+        Ok(ws) => ws,
+        Err(tungstenite::Error::Http(response)) => {
+            info!("conn {id}: refused with {}", response.status());
+            return;
+        }
+        Err(e) => {
+            info!("conn {id}: handshake failed: {e}");
+            return;
+        }
+    };
+    let endpoint = endpoint.expect("a handshake succeeds only after `route` found one");
+    debug!("conn {id}: {endpoint:?}");
+    match serve_messages(ws, id, endpoint).await {
+        Ok(()) => debug!("conn {id}: closed"),
+        Err(e) if is_disconnect(&e) => debug!("conn {id}: {e}"),
+        Err(e) => info!("conn {id}: {e}"),
+    }
+}
+
+/// Reads messages and writes each one's reply, until the peer closes.
+async fn serve_messages(mut ws: Ws, id: u64, endpoint: Endpoint) -> Result<(), tungstenite::Error> {
+    let mut seq = 0u64;
+    while let Some(message) = ws.next().await {
+        let message = message?;
+        let reply = match (endpoint, message) {
+            (Endpoint::Echo, message @ (Message::Text(_) | Message::Binary(_))) => message,
+            (Endpoint::Image(_), Message::Text(text)) => Message::text(text_reply(&text)),
+            (Endpoint::Image(_), Message::Binary(pixels)) if pixels.is_empty() => {
+                Message::text("Error: empty image")
+            }
+            (Endpoint::Image(ResponseMode::Slow), Message::Binary(pixels)) => {
+                // On the worker: a 480,000-byte image takes about 50 µs,
+                // short enough not to starve the runtime, and the reply
+                // waits for it anyway. `spawn_blocking` and awaiting it
+                // was 1.24x slower serially (two thread hand-offs per
+                // message) and no faster in parallel.
+                let stats = ImageStats::compute(&pixels).expect("the image is not empty");
+                Message::text(stats.reply())
+            }
+            (Endpoint::Image(ResponseMode::Fast), Message::Binary(pixels)) => {
+                seq += 1;
+                let len = pixels.len();
+                // Detached: the acknowledgement does not wait for it.
+                spawn_blocking(move || {
+                    if let Some(stats) = ImageStats::compute(&pixels) {
+                        debug!("conn {id} image {seq}: > {}", stats.reply());
+                    }
+                });
+                Message::text(format!("Received: {len}"))
+            }
+            // Pings are answered by tungstenite; a close is answered by it
+            // and then ends the stream.
+            _ => continue,
+        };
+        ws.send(reply).await?;
+    }
+    Ok(())
+}
+
+/// The reply to a text message on `/`: as the original Python server's
+/// `"ping" in text.lower()`.
+fn text_reply(text: &str) -> String {
+    if text.to_lowercase().contains("ping") {
+        "Pong!".to_string()
+    } else {
+        format!("Data {text} received successfully.")
+    }
+}
+
+fn not_found() -> ErrorResponse {
+    let mut response = ErrorResponse::new(Some("not found\n".to_string()));
+    *response.status_mut() = StatusCode::NOT_FOUND;
+    response
+}
+
+/// A peer that went away, which is how benchmark clients often end.
+fn is_disconnect(e: &tungstenite::Error) -> bool {
+    use tungstenite::error::ProtocolError::ResetWithoutClosingHandshake;
+    match e {
+        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => true,
+        tungstenite::Error::Protocol(ResetWithoutClosingHandshake) => true,
+        tungstenite::Error::Io(e) => matches!(
+            e.kind(),
+            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+        ),
+        _ => false,
+    }
+}
+
+/// An I/O error as a short lower-case cause, without `(os error N)`.
+fn cause(e: &io::Error) -> String {
+    let text = e.to_string();
+    let text = text.split(" (os error").next().unwrap_or_default();
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// Bytes, with an optional `KiB`, `MiB` or `GiB`: 480000, 64KiB, 16MiB.
+fn parse_size(text: &str) -> Result<usize, String> {
+    let bad = || format!("`{text}` is not a size (try 480000, 64KiB, 16MiB)");
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let multiplier: usize = match unit {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return Err(bad()),
+    };
+    let value: usize = number.parse().map_err(|_| bad())?;
+    value.checked_mul(multiplier).ok_or_else(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_paths_and_the_response_query() {
+        let route = |uri: &str| Endpoint::route(&uri.parse().unwrap(), ResponseMode::Slow);
+        assert_eq!(route("/"), Some(Endpoint::Image(ResponseMode::Slow)));
+        assert_eq!(
+            route("/image?response=fast"),
+            Some(Endpoint::Image(ResponseMode::Fast))
+        );
+        assert_eq!(
+            route("/?x=1&response=slow"),
+            Some(Endpoint::Image(ResponseMode::Slow))
+        );
+        assert_eq!(route("/echo"), Some(Endpoint::Echo));
+        assert_eq!(route("/nope"), None);
+    }
+
+    #[test]
+    fn text_rule_matches_ping_in_any_case() {
+        assert_eq!(text_reply("Ping 7!"), "Pong!");
+        assert_eq!(text_reply("xxPInGxx"), "Pong!");
+        assert_eq!(text_reply("hello"), "Data hello received successfully.");
+    }
+
+    #[test]
+    fn sizes_in_bytes_and_binary_units() {
+        assert_eq!(parse_size("480000"), Ok(480_000));
+        assert_eq!(parse_size("64KiB"), Ok(65_536));
+        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
+        assert!(parse_size("16MB").is_err());
+        assert!(parse_size("MiB").is_err());
+    }
+}

@@ -40,6 +40,7 @@ venv: $(VENV)/.stamp
 ## Format, lints, unit and integration tests (release: the tests push real images).
 test: $(VENV)/.stamp
 	$(CARGO) fmt --check
+	$(CARGO) fmt --check --manifest-path compare/tokio/Cargo.toml
 	$(CARGO) clippy --release --locked --all-targets -- -D warnings
 	$(CARGO) test --release --locked
 

@@ -16,6 +16,7 @@
 //! `/chat`, plain HTTP, metrics, connection limits and server pings.
 
 use std::io::{self, Write};
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +24,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use futures_util::{SinkExt, StreamExt};
 use log::{debug, info, warn};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, lookup_host};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::spawn_blocking;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -99,9 +100,7 @@ async fn serve(args: Args) -> Result<(), Error> {
         addr: shown.clone(),
         cause: cause(&e),
     };
-    let listener = TcpListener::bind((args.host.as_str(), args.port))
-        .await
-        .map_err(bind_err)?;
+    let listener = listen(&args.host, args.port).await.map_err(bind_err)?;
     let addr = listener.local_addr().map_err(bind_err)?;
     // Registered before the listening line, so that a script that signals
     // as soon as it reads the line gets a clean exit, not a killed process.
@@ -140,6 +139,35 @@ async fn serve(args: Args) -> Result<(), Error> {
     }
     info!("shutting down");
     Ok(())
+}
+
+/// The listen backlog, as `wsbench server`'s. `TcpListener::bind` asks
+/// for 1024, and `wsbench bench --mode parallel` connects 1000 clients at
+/// once: an overflow drops a SYN, and that client waits a 1 s retransmit,
+/// which then dominates the run's wall time.
+const BACKLOG: u32 = 4096;
+
+/// `TcpListener::bind` with our backlog: the first address of `host` that
+/// binds.
+async fn listen(host: &str, port: u16) -> io::Result<TcpListener> {
+    let listen_on = |addr: SocketAddr| {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(BACKLOG)
+    };
+    let mut last = None;
+    for addr in lookup_host((host, port)).await? {
+        match listen_on(addr) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address")))
 }
 
 /// What every connection reads.

@@ -748,6 +748,16 @@ fn rate(v: f64) -> String {
     }
 }
 
+/// `1.04×`; a third decimal when two would round a ratio to 1.00 that is
+/// not 1, so that a NOT met beside it never reads `1.00×`.
+fn times(r: f64) -> String {
+    if format!("{r:.2}") == "1.00" && r != 1.0 {
+        format!("{r:.3}×")
+    } else {
+        format!("{r:.2}×")
+    }
+}
+
 fn ms(v: f64) -> String {
     if v < 10.0 {
         format!("{v:.2} ms")
@@ -822,7 +832,8 @@ fn judge(rows: &[Row], runs: &[RunResult], count: u64) -> Vec<TargetResult> {
             (Some(a), Some(b), Some(ratio)) => (
                 Some(ratio >= factor),
                 format!(
-                    "ours / {other} {ratio:.2}× (ours {}, {other} {})",
+                    "ours / {other} {} (ours {}, {other} {})",
+                    times(ratio),
                     rate(a),
                     rate(b)
                 ),
@@ -873,9 +884,11 @@ fn judge(rows: &[Row], runs: &[RunResult], count: u64) -> Vec<TargetResult> {
             (Some(ow), Some(tw), Some(op), Some(tp), Some(wall), Some(p99)) => (
                 Some(wall <= 1.0 && p99 <= 1.0),
                 format!(
-                    "wall time ours / tokio {wall:.2}× (ours {ow:.3} s, tokio {tw:.3} s){}; \
-                     p99 ours / tokio {p99:.2}× (ours {}, tokio {}){}",
+                    "wall time ours / tokio {} (ours {ow:.3} s, tokio {tw:.3} s){}; \
+                     p99 ours / tokio {} (ours {}, tokio {}){}",
+                    times(wall),
                     if wall <= 1.0 { "" } else { ", NOT met" },
+                    times(p99),
                     ms(op),
                     ms(tp),
                     if p99 <= 1.0 { "" } else { ", NOT met" },
@@ -1028,7 +1041,7 @@ fn write_summary(
     for row in rows {
         let cells: Vec<String> = names.iter().map(|n| cell_text(&row.cells[n])).collect();
         let ratio = match (row.ratio, row.best_other) {
-            (Some(r), Some(other)) => format!("{r:.2}× {other}"),
+            (Some(r), Some(other)) => format!("{} {other}", times(r)),
             _ => "–".into(),
         };
         let _ = writeln!(md, "| {} | {} | {ratio} |", row.title, cells.join(" | "));

@@ -28,6 +28,7 @@ otherwise: that is what the original experiment ran with.
 import argparse
 import asyncio
 import concurrent.futures
+import ctypes
 import http
 import logging
 import os
@@ -77,10 +78,25 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def die_with_parent(parent: int) -> None:
+    """Runs in each pool worker: the worker is killed when the server dies,
+    even by SIGKILL (a test's cleanup), instead of living on as an orphan.
+    Linux's parent-death signal; the workers are forked by the main thread,
+    which lives as long as the server."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the server died before prctl
+        os._exit(0)
+
+
 def start_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
     """Forks the workers now, before the event loop exists and before the
     first image arrives, so no measured message pays for a process start."""
-    pool = concurrent.futures.ProcessPoolExecutor(max_workers=workers)
+    pool = concurrent.futures.ProcessPoolExecutor(
+        max_workers=workers, initializer=die_with_parent, initargs=(os.getpid(),))
     for job in [pool.submit(os.getpid) for _ in range(workers)]:
         job.result()
     return pool

@@ -472,8 +472,8 @@ fn main() {
             continue;
         };
         let gbps = bytes as f64 / ns;
-        let target = name
-            .contains("kernel")
+        // #3's target is for one 800x600 image, which fits in L2.
+        let target = (name.contains("kernel") && bytes == IMAGE)
             .then(|| ("≥ 4 GB/s".to_string(), gbps >= 4.0));
         add(
             name,

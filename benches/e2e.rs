@@ -61,14 +61,60 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// Runs the calling thread on `cpu` only, or on every CPU for `None`.
+///
+/// A loopback round trip costs about twice as much when the two ends run on
+/// different vCPUs as on the same one, and the scheduler changes its mind
+/// every few seconds; the ratio sections pin the client to CPU 0 and the
+/// server to CPU 1 so that a figure and its baseline meet the same placement.
+fn pin(cpu: Option<usize>) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and
+    // sched_setaffinity only read and write that set.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        match cpu {
+            Some(c) => libc::CPU_SET(c, &mut set),
+            None => (0..num_cpus()).for_each(|c| libc::CPU_SET(c, &mut set)),
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+fn num_cpus() -> usize {
+    thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Where the ratio sections put the client and the server, if there are
+/// two CPUs to separate them.
+fn placement() -> (Option<usize>, Option<usize>) {
+    if num_cpus() >= 2 {
+        (Some(0), Some(1))
+    } else {
+        (None, None)
+    }
+}
+
+/// `BIN` under `taskset -c cpu`, or plain.
+fn command_on(cpu: Option<usize>) -> Command {
+    match cpu {
+        Some(c) => {
+            let mut cmd = Command::new("taskset");
+            cmd.args(["-c", &c.to_string(), BIN]);
+            cmd
+        }
+        None => Command::new(BIN),
+    }
+}
+
 /// A raw-TCP peer: reads `request` bytes, answers 16, forever, per connection.
-fn raw_server(request: usize) -> String {
+fn raw_server(request: usize, cpu: Option<usize>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
             thread::spawn(move || {
+                pin(cpu);
                 stream.set_nodelay(true).unwrap();
                 let mut buf = vec![0u8; request];
                 while stream.read_exact(&mut buf).is_ok() {
@@ -95,26 +141,60 @@ fn raw_round_trips(addr: &str, request: &[u8], n: usize) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
-/// WebSocket text round trips per second on `/`.
 /// WebSocket text round trips per second on `/`, with our own client
 /// stack (`net::connect`: TCP_NODELAY, 16 KiB reads), as `pingpong` uses:
 /// tungstenite's default client zero-fills a 128 KiB read buffer per read.
 fn ws_text_round_trips(url: &str, n: usize) -> f64 {
-    let url = wsbench::net::WsUrl::parse(url).unwrap();
-    let mut ws = wsbench::net::connect(&url, std::time::Duration::from_secs(10))
-        .unwrap()
-        .socket;
+    let mut ws = TextPinger::open(url);
     let start = Instant::now();
-    for i in 0..n {
-        ws.send(Message::text(format!("Ping {i}!"))).unwrap();
-        match ws.read().unwrap() {
-            Message::Text(t) if t.as_str() == "Pong!" => {}
-            other => panic!("unexpected reply {other:?}"),
+    ws.ping(n);
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// One WebSocket connection on `/` that sends `Ping {i}!` and expects `Pong!`.
+struct TextPinger(tungstenite::WebSocket<TcpStream>);
+
+impl TextPinger {
+    fn open(url: &str) -> TextPinger {
+        let url = WsUrl::parse(url).unwrap();
+        let timeout = std::time::Duration::from_secs(10);
+        TextPinger(wsbench::net::connect(&url, timeout).unwrap().socket)
+    }
+
+    fn ping(&mut self, n: usize) {
+        for i in 0..n {
+            self.0.send(Message::text(format!("Ping {i}!"))).unwrap();
+            match self.0.read().unwrap() {
+                Message::Text(t) if t.as_str() == "Pong!" => {}
+                other => panic!("unexpected reply {other:?}"),
+            }
         }
     }
-    let rate = n as f64 / start.elapsed().as_secs_f64();
-    let _ = ws.close(None);
-    rate
+}
+
+/// WebSocket text pings against raw-TCP 16-byte round trips, both on
+/// connections kept open, alternating blocks of 500 so that drift in the
+/// machine's speed hits both alike: (raw per s, WebSocket per s).
+fn text_vs_raw(raw_addr: &str, url: &str, n: usize) -> (f64, f64) {
+    let mut raw = TcpStream::connect(raw_addr).unwrap();
+    raw.set_nodelay(true).unwrap();
+    let mut ws = TextPinger::open(url);
+    let (mut raw_time, mut ws_time) = (0.0, 0.0);
+    let block = 500;
+    let mut reply = [0u8; 16];
+    for _ in 0..n.div_ceil(block) {
+        let start = Instant::now();
+        for _ in 0..block {
+            raw.write_all(&[b'p'; 16]).unwrap();
+            raw.read_exact(&mut reply).unwrap();
+        }
+        raw_time += start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        ws.ping(block);
+        ws_time += start.elapsed().as_secs_f64();
+    }
+    let done = (n.div_ceil(block) * block) as f64;
+    (done / raw_time, done / ws_time)
 }
 
 /// The median time of a criterion benchmark's last run, in ns, if that
@@ -330,7 +410,11 @@ impl Drop for ServerProc {
 }
 
 fn start_server(args: &[&str]) -> ServerProc {
-    let mut child = Command::new(BIN)
+    start_server_on(args, None)
+}
+
+fn start_server_on(args: &[&str], cpu: Option<usize>) -> ServerProc {
+    let mut child = command_on(cpu)
         .args(["server", "--port", "0"])
         .args(args)
         .env("RUST_LOG", "warn")
@@ -351,7 +435,11 @@ fn start_server(args: &[&str]) -> ServerProc {
 }
 
 fn bench_json(args: &[&str]) -> serde_json::Value {
-    let out = Command::new(BIN)
+    bench_json_on(args, None)
+}
+
+fn bench_json_on(args: &[&str], cpu: Option<usize>) -> serde_json::Value {
+    let out = command_on(cpu)
         .arg("bench")
         .args(args)
         .arg("--json")
@@ -486,26 +574,35 @@ fn main() {
 
     let server = start_server(&[]);
     let url = format!("ws://{}/", server.1);
-    let raw_image = raw_server(IMAGE);
-    let raw_text = raw_server(16);
+    let raw_text = raw_server(16, None);
     let image = random_image(IMAGE, 42);
     let count_s = count.to_string();
 
     if wants("serial") {
-        // Serial images and text pings, interleaved with their raw baselines.
+        // Serial images and text pings, interleaved with their raw
+        // baselines, every one with the client on CPU 0 and the server on
+        // CPU 1 (see `pin`).
+        let (client_cpu, server_cpu) = placement();
+        let pinned = start_server_on(&[], server_cpu);
+        let url = format!("ws://{}/", pinned.1);
+        let raw_image = raw_server(IMAGE, server_cpu);
+        let raw_text = raw_server(16, server_cpu);
+        pin(client_cpu);
         let (mut raw_img, mut ws_img, mut ratio_img) = (vec![], vec![], vec![]);
         let (mut raw_txt, mut ws_txt, mut ratio_txt) = (vec![], vec![], vec![]);
         for _ in 0..repeats {
             let raw = raw_round_trips(&raw_image, &image, count);
-            let run = bench_json(&["--url", &url, "--mode", "serial", "--count", &count_s]);
+            let run = bench_json_on(
+                &["--url", &url, "--mode", "serial", "--count", &count_s],
+                client_cpu,
+            );
             let ws = run["messages_per_s"].as_f64().unwrap();
             let ideal = 1.0 / (1.0 / raw + kernel * 1e-6);
             raw_img.push(raw);
             ws_img.push(ws);
             ratio_img.push(ws / ideal);
 
-            let raw = raw_round_trips(&raw_text, &[b'p'; 16], pings);
-            let ws = ws_text_round_trips(&url, pings);
+            let (raw, ws) = text_vs_raw(&raw_text, &url, pings);
             raw_txt.push(raw);
             ws_txt.push(ws);
             ratio_txt.push(ws / raw);
@@ -530,14 +627,14 @@ fn main() {
             r,
             "ratio",
             Some(("≥ 0.75".into(), r >= 0.75)),
-            "per-run ratio, median".into(),
+            "per-run ratio, median; client on CPU 0, servers on CPU 1".into(),
         );
         add(
             "raw TCP 16-byte round trips",
             median(raw_txt),
             "per s",
             None,
-            format!("{repeats} runs of {pings}"),
+            format!("{repeats} runs of {pings}, alternating blocks of 500 with the pings below"),
         );
         add(
             "WebSocket text ping round trips on /",
@@ -554,6 +651,8 @@ fn main() {
             Some(("≥ 0.9".into(), r >= 0.9)),
             "per-run ratio, median".into(),
         );
+        pin(None);
+        drop(pinned);
     }
     if wants("parallel") {
         // Parallel and serial-short: a connection per message.

@@ -165,6 +165,7 @@ fn run_serial(
 ) -> Result<Vec<Record>, Error> {
     let mut records = Vec::with_capacity(count as usize);
     let mut socket: Option<WebSocket<std::net::TcpStream>> = None;
+    let mut next_frame = Vec::new();
     for idx in 0..count {
         if crate::signal::interrupted() {
             break;
@@ -193,7 +194,7 @@ fn run_serial(
             }
         }
         let ws = socket.as_mut().expect("connected just above");
-        let result = exchange(ws, job, &mut record);
+        let result = exchange(ws, job, &mut record, Some(&mut next_frame));
         record.total_s = started.elapsed().as_secs_f64();
         match result {
             Ok(()) => record.ok = true,
@@ -258,7 +259,7 @@ fn one_short_message(job: &Job, idx: u64) -> Record {
         Ok(connected) => {
             record.connect_s = (connected.tcp + connected.handshake).as_secs_f64();
             let mut ws = connected.socket;
-            let result = exchange(&mut ws, job, &mut record);
+            let result = exchange(&mut ws, job, &mut record, None);
             record.total_s = started.elapsed().as_secs_f64();
             match result {
                 Ok(()) => {
@@ -277,19 +278,33 @@ fn one_short_message(job: &Job, idx: u64) -> Record {
 }
 
 /// Sends the image and reads the reply into `record`'s send/recv times.
+///
+/// Frames are our own (`net::masked`): one masking pass instead of
+/// tungstenite's copy then mask. Nothing of tungstenite's is left unwritten
+/// when we write: every earlier exchange ended in a `read`, which flushes
+/// it. With `next`, the serial modes write a frame built ahead, then build
+/// the following message's frame (a fresh mask) while the server works, as
+/// a raw-TCP client writes a ready buffer; `send_s` is then the write alone.
 fn exchange(
     ws: &mut WebSocket<std::net::TcpStream>,
     job: &Job,
     record: &mut Record,
+    mut next: Option<&mut Vec<u8>>,
 ) -> Result<(), String> {
     let sent = Instant::now();
-    // Our own frame writer: one masking pass instead of tungstenite's copy
-    // then mask. Nothing of tungstenite's is left unwritten at this point:
-    // every earlier exchange ended in a `read`, which flushes it.
-    net::masked::send(ws.get_mut(), net::masked::BINARY, &job.payload)
-        .map_err(|e| format!("send: {}", describe(tungstenite::Error::Io(e))))?;
+    let written = match next.as_deref_mut() {
+        Some(frame) if !frame.is_empty() => {
+            let stream = ws.get_mut();
+            stream.write_all(frame).and_then(|()| stream.flush())
+        }
+        _ => net::masked::send(ws.get_mut(), net::masked::BINARY, &job.payload),
+    };
+    written.map_err(|e| format!("send: {}", describe(tungstenite::Error::Io(e))))?;
     let received = Instant::now();
     record.send_s = received.duration_since(sent).as_secs_f64();
+    if let Some(frame) = next {
+        net::masked::encode(net::masked::BINARY, &job.payload, frame);
+    }
     let reply = loop {
         match ws.read() {
             Ok(Message::Text(text)) => break text,

@@ -27,26 +27,8 @@ thread_local! {
 /// twice or lost.
 pub fn send(stream: &mut impl Write, opcode: u8, payload: &[u8]) -> io::Result<()> {
     let mask = random_mask();
-    let mut header = [0u8; 14];
-    header[0] = 0x80 | opcode;
-    let size = match payload.len() {
-        n @ 0..=125 => {
-            header[1] = 0x80 | n as u8;
-            2
-        }
-        n @ 126..=65_535 => {
-            header[1] = 0x80 | 126;
-            header[2..4].copy_from_slice(&(n as u16).to_be_bytes());
-            4
-        }
-        n => {
-            header[1] = 0x80 | 127;
-            header[2..10].copy_from_slice(&(n as u64).to_be_bytes());
-            10
-        }
-    };
-    header[size..size + 4].copy_from_slice(&mask);
-    let header = &header[..size + 4];
+    let (header, size) = header(opcode, payload.len(), mask);
+    let header = &header[..size];
     SCRATCH.with_borrow_mut(|out| {
         // The buffer only ever grows, so its zero-fill is paid once per
         // thread, not per frame.
@@ -70,6 +52,43 @@ pub fn send(stream: &mut impl Write, opcode: u8, payload: &[u8]) -> io::Result<(
         }
         stream.flush()
     })
+}
+
+/// Builds a whole masked frame, with a fresh random mask, into `out`, for
+/// a caller that wants it ready before its turn to write (`bench` masks
+/// the next image while the server works on this one). Reusing `out` for
+/// frames of one size costs no zero-fill after the first.
+pub fn encode(opcode: u8, payload: &[u8], out: &mut Vec<u8>) {
+    let mask = random_mask();
+    let (header, size) = header(opcode, payload.len(), mask);
+    out.resize(size + payload.len(), 0);
+    out[..size].copy_from_slice(&header[..size]);
+    mask_into(&mut out[size..], payload, mask);
+}
+
+/// A client frame header: FIN, opcode, MASK, the shortest length encoding,
+/// the mask; and how many of the 14 bytes it takes.
+fn header(opcode: u8, len: usize, mask: [u8; 4]) -> ([u8; 14], usize) {
+    let mut header = [0u8; 14];
+    header[0] = 0x80 | opcode;
+    let size = match len {
+        0..=125 => {
+            header[1] = 0x80 | len as u8;
+            2
+        }
+        126..=65_535 => {
+            header[1] = 0x80 | 126;
+            header[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+            4
+        }
+        _ => {
+            header[1] = 0x80 | 127;
+            header[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+            10
+        }
+    };
+    header[size..size + 4].copy_from_slice(&mask);
+    (header, size + 4)
 }
 
 /// `dst = src ^ mask` (mask phase 0), eight bytes at a time so the
@@ -120,20 +139,20 @@ mod tests {
         let (server, _) = listener.accept().unwrap();
         let lens = [0, 1, 7, 125, 126, 65_535, 65_536, 480_000, CHUNK + 3];
         let sender = std::thread::spawn(move || {
+            let mut frame = Vec::new();
             for (i, len) in lens.into_iter().enumerate() {
-                send(
-                    &mut client,
-                    BINARY,
-                    &crate::stats::random_image(len, i as u64),
-                )
-                .unwrap();
+                let payload = crate::stats::random_image(len, i as u64);
+                send(&mut client, BINARY, &payload).unwrap();
+                encode(BINARY, &payload, &mut frame);
+                client.write_all(&frame).unwrap();
             }
             client
         });
         let mut ws = WebSocket::from_raw_socket(server, Role::Server, None);
         for (i, len) in lens.into_iter().enumerate() {
-            let want = crate::stats::random_image(len, i as u64);
-            assert_eq!(ws.read().unwrap(), Message::Binary(want.into()), "{len}");
+            let want = Message::Binary(crate::stats::random_image(len, i as u64).into());
+            assert_eq!(ws.read().unwrap(), want, "send, {len}");
+            assert_eq!(ws.read().unwrap(), want, "encode, {len}");
         }
         drop(sender.join());
     }

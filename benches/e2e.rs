@@ -80,8 +80,12 @@ fn pin(cpu: Option<usize>) {
     }
 }
 
+/// Online CPUs of the machine (not of this thread's current affinity,
+/// which `pin` narrows).
 fn num_cpus() -> usize {
-    thread::available_parallelism().map_or(1, |n| n.get())
+    // SAFETY: sysconf only reads a system value.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    usize::try_from(n).unwrap_or(1).max(1)
 }
 
 /// Where the ratio sections put the client and the server, if there are
@@ -574,7 +578,6 @@ fn main() {
 
     let server = start_server(&[]);
     let url = format!("ws://{}/", server.1);
-    let raw_text = raw_server(16, None);
     let image = random_image(IMAGE, 42);
     let count_s = count.to_string();
 
@@ -711,10 +714,15 @@ fn main() {
         );
     }
     if wants("http") {
-        // HTTP keep-alive against WebSocket, one connection each, interleaved.
+        // HTTP keep-alive against WebSocket, one connection each,
+        // interleaved, pinned like the serial section (see `pin`).
+        let (client_cpu, server_cpu) = placement();
+        let pinned = start_server_on(&[], server_cpu);
+        let (addr, url) = (&pinned.1, format!("ws://{}/", pinned.1));
+        pin(client_cpu);
         let (mut http, mut ws, mut ratio) = (vec![], vec![], vec![]);
         for _ in 0..repeats {
-            let h = http_round_trips(&server.1, pings);
+            let h = http_round_trips(addr, pings);
             let w = ws_text_round_trips(&url, pings);
             http.push(h);
             ws.push(w);
@@ -742,6 +750,8 @@ fn main() {
             Some(("> 1".into(), r > 1.0)),
             "per-run ratio, median".into(),
         );
+        pin(None);
+        drop(pinned);
     }
     drop(server);
 
@@ -823,8 +833,12 @@ fn main() {
     }
     if wants("pingpong") {
         // pingpong (#7): the subcommand's own runs, each beside a raw-TCP
-        // 16-byte request/reply measured just before it.
-        let pp_server = start_server(&[]);
+        // 16-byte request/reply measured just before it; pinned like the
+        // serial section (see `pin`).
+        let (client_cpu, server_cpu) = placement();
+        let pp_server = start_server_on(&[], server_cpu);
+        let raw_text = raw_server(16, server_cpu);
+        pin(client_cpu);
         let ws_url = WsUrl::parse(&format!("ws://{}/", pp_server.1)).unwrap();
         let http_url = HttpUrl::parse(&format!("http://{}/", pp_server.1)).unwrap();
         let hidden = indicatif::ProgressBar::hidden();
@@ -863,6 +877,7 @@ fn main() {
             Some(("≤ 2".into(), r <= 2.0)),
             "GET / + N POST / vs N pings, per-run ratio, median".into(),
         );
+        pin(None);
         drop(pp_server);
     }
 

@@ -1088,10 +1088,19 @@ fn write_summary(
          `--verify` on slow replies; pingpong: {pings} `Ping {{x}}!` round trips on one \
          WebSocket, connect included). {rounds} round{}; in each, every workload runs on \
          each server in turn (ours, tokio, python), each run on a freshly started server. \
+         {placement} \
          Cells: median messages/s over the rounds (median p99 of the time per message). \
          Last column: ours / the other server with the most messages/s, taken within each \
          round and then the median over rounds, as are the ratios of the targets.\n",
-        if rounds == 1 { "" } else { "s" }
+        if rounds == 1 { "" } else { "s" },
+        placement = match placement() {
+            (Some(c), Some(s)) => format!(
+                "Serial, serial-short and pingpong runs put the client on CPU {c} and the \
+                 server on CPU {s} (taskset), the same for every server; parallel runs are \
+                 not pinned."
+            ),
+            _ => "No run is pinned to a CPU (taskset or a second CPU is missing).".to_string(),
+        },
     );
 
     let names: Vec<&str> = kinds.iter().map(|k| k.name).collect();

@@ -71,7 +71,7 @@ compare-servers: build $(CMP_VENV)/.stamp
 	fi
 
 ## Ours against tokio and Python asyncio on the same workloads (#8);
-## writes target/compare/summary.md. About 2 minutes once built.
+## writes target/compare/summary.md. About 3 minutes once built.
 compare: compare-servers
 	$(CARGO) bench --locked --bench compare
 

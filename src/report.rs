@@ -1,7 +1,7 @@
 //! `wsbench report`: turns `bench` CSV files into `DIR/summary.md` (one row
 //! per file) and two plots, `response-time.svg` (an empirical CDF of each
 //! message's total time on a log axis) and `process-time.svg` (each message
-//! as a line from its start to its end, as in the original experiment's
+//! as a line from its start to its end, one panel per file, as in the original experiment's
 //! figures). See issue 8.
 //!
 //! It owns reading the rows back (a `Deserialize` twin of `bench::Record`,
@@ -473,75 +473,89 @@ fn draw_legend<DB: DrawingBackend>(
     Ok(())
 }
 
+/// Height of one file's panel in `process-time.svg`.
+const PANEL_HEIGHT: u32 = 300;
+
 /// Each message as a horizontal line from its start to its end: x = seconds
-/// since its file's first start (so runs made at different times line up),
-/// y = message index. Serial runs draw a staircase, parallel ones a stack of
-/// overlapping bars.
+/// since the run's first start, y = message index. Serial runs draw a
+/// staircase, parallel ones a stack of overlapping bars. One panel per
+/// file, each on its own time axis: on a shared one, a 7 s Python run
+/// squashed a 0.5 s run of ours into a sliver under its bars.
 pub fn process_time_svg(runs: &[Run]) -> Result<String, Error> {
     let fail = draw_error("process-time.svg");
-    let origin: Vec<f64> = runs
-        .iter()
-        .map(|run| span(&run.rows).map_or(0.0, |s| s.0))
-        .collect();
-    let x_max = runs
-        .iter()
-        .zip(&origin)
-        .flat_map(|(run, t0)| {
-            run.rows
-                .iter()
-                .map(move |r| r.start_unix_s + r.total_s - t0)
-        })
-        .fold(0.0f64, f64::max);
-    let x_max = if x_max > 0.0 { x_max * 1.02 } else { 1.0 };
-    let y_max = runs
-        .iter()
-        .flat_map(|run| run.rows.iter().map(|r| r.idx))
-        .max()
-        .map_or(1.0, |m| (m + 1) as f64);
-
+    let title = 40;
+    let size = (
+        PLOT_SIZE.0,
+        (title + PANEL_HEIGHT * runs.len() as u32).max(PLOT_SIZE.1 / 2),
+    );
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, PLOT_SIZE).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
         root.fill(&WHITE).map_err(|e| fail(e.to_string()))?;
-        let (plot, legend) = split_for_legend(&root, runs);
-        let mut chart = ChartBuilder::on(&plot)
-            .caption(
+        let root = root
+            .titled(
                 "Process time: each message from start to end",
                 ("sans-serif", 24),
             )
-            .margin(16)
-            .x_label_area_size(48)
-            .y_label_area_size(64)
-            .build_cartesian_2d(0.0..x_max, 0.0..y_max)
             .map_err(|e| fail(e.to_string()))?;
-        chart
-            .configure_mesh()
-            .x_desc("time since the run's first message started (s)")
-            .y_desc("message index")
-            .y_label_formatter(&|y| format!("{y:.0}"))
-            .axis_desc_style(("sans-serif", 16))
-            .label_style(("sans-serif", 14))
-            .light_line_style(RGBColor(242, 242, 242))
-            .draw()
-            .map_err(|e| fail(e.to_string()))?;
-        for (i, (run, t0)) in runs.iter().zip(&origin).enumerate() {
-            let colour = COLOURS[i % COLOURS.len()];
-            let t0 = *t0;
-            chart
-                .draw_series(run.rows.iter().map(move |r| {
-                    let y = r.idx as f64 + 0.5;
-                    let start = r.start_unix_s - t0;
-                    PathElement::new(
-                        [(start, y), (start + r.total_s, y)],
-                        colour.mix(0.75).stroke_width(2),
-                    )
-                }))
-                .map_err(|e| fail(e.to_string()))?;
+        let panels = root.split_evenly((runs.len().max(1), 1));
+        for (i, (run, panel)) in runs.iter().zip(&panels).enumerate() {
+            draw_process_panel(panel, run, COLOURS[i % COLOURS.len()]).map_err(&fail)?;
         }
-        draw_legend(&legend, runs).map_err(&fail)?;
         root.present().map_err(|e| fail(e.to_string()))?;
     }
     Ok(svg)
+}
+
+fn draw_process_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    run: &Run,
+    colour: RGBColor,
+) -> Result<(), String> {
+    let t0 = span(&run.rows).map_or(0.0, |s| s.0);
+    let x_max = run
+        .rows
+        .iter()
+        .map(|r| r.start_unix_s + r.total_s - t0)
+        .fold(0.0f64, f64::max);
+    let x_max = if x_max > 0.0 { x_max * 1.02 } else { 1.0 };
+    let y_max = run
+        .rows
+        .iter()
+        .map(|r| r.idx)
+        .max()
+        .map_or(1.0, |m| (m + 1) as f64);
+    let mut chart = ChartBuilder::on(area)
+        .caption(
+            legend_text(run),
+            ("sans-serif", 16).into_font().color(&colour),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0.0..x_max, 0.0..y_max)
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_desc("time since the run's first message started (s)")
+        .y_desc("message index")
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .axis_desc_style(("sans-serif", 14))
+        .label_style(("sans-serif", 13))
+        .light_line_style(RGBColor(242, 242, 242))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    chart
+        .draw_series(run.rows.iter().map(|r| {
+            let y = r.idx as f64 + 0.5;
+            let start = r.start_unix_s - t0;
+            PathElement::new(
+                [(start, y), (start + r.total_s, y)],
+                colour.mix(0.75).stroke_width(2),
+            )
+        }))
+        .map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -131,6 +131,12 @@ fn handwritten_csvs_make_a_table_row_each_and_two_plots() {
         assert!(cdf.matches("<polyline").count() >= 2);
         let process = std::fs::read_to_string(out.join("process-time.svg")).unwrap();
         assert!(process.matches("<polyline").count() >= 6);
+        // One panel, with its own time axis, per file.
+        assert_eq!(
+            process.matches("first message started (s)").count(),
+            2,
+            "one time axis per file"
+        );
     });
 }
 

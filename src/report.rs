@@ -1,8 +1,8 @@
 //! `wsbench report`: turns `bench` CSV files into `DIR/summary.md` (one row
 //! per file) and two plots, `response-time.svg` (an empirical CDF of each
 //! message's total time on a log axis) and `process-time.svg` (each message
-//! as a line from its start to its end, one panel per file, as in the original experiment's
-//! figures). See issue 8.
+//! as a line from its start to its end, one panel per file, as in the
+//! original experiment's figures). See issue 8.
 //!
 //! It owns reading the rows back (a `Deserialize` twin of `bench::Record`,
 //! so the writer stays untouched) and checking them; the percentiles come

@@ -61,40 +61,54 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// Runs the calling thread on `cpu` only, or on every CPU for `None`.
+/// Runs the calling thread on `cpu` only, or where it started for `None`.
 ///
 /// A loopback round trip costs about twice as much when the two ends run on
 /// different vCPUs as on the same one, and the scheduler changes its mind
-/// every few seconds; the ratio sections pin the client to CPU 0 and the
-/// server to CPU 1 so that a figure and its baseline meet the same placement.
+/// every few seconds; the ratio sections pin the client to one CPU and the
+/// server to another so that a figure and its baseline meet the same placement.
 fn pin(cpu: Option<usize>) {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and
-    // sched_setaffinity only read and write that set.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        match cpu {
-            Some(c) => libc::CPU_SET(c, &mut set),
-            None => (0..num_cpus()).for_each(|c| libc::CPU_SET(c, &mut set)),
+    let mut set = *original_cpus();
+    if let Some(c) = cpu {
+        // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET only
+        // writes into it.
+        unsafe {
+            set = std::mem::zeroed();
+            libc::CPU_SET(c, &mut set);
         }
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+    // SAFETY: sched_setaffinity only reads `set`.
+    let done = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if done != 0 {
+        eprintln!("cannot pin to {cpu:?}: {}", std::io::Error::last_os_error());
     }
 }
 
-/// Online CPUs of the machine (not of this thread's current affinity,
-/// which `pin` narrows).
-fn num_cpus() -> usize {
-    // SAFETY: sysconf only reads a system value.
-    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-    usize::try_from(n).unwrap_or(1).max(1)
+/// The CPUs this process may run on, as it started; `pin(None)` restores
+/// them.
+fn original_cpus() -> &'static libc::cpu_set_t {
+    static ORIGINAL: std::sync::OnceLock<libc::cpu_set_t> = std::sync::OnceLock::new();
+    ORIGINAL.get_or_init(|| {
+        // SAFETY: a zeroed cpu_set_t is a valid empty set, which
+        // sched_getaffinity fills in.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set);
+            set
+        }
+    })
 }
 
-/// Where the ratio sections put the client and the server, if there are
-/// two CPUs to separate them.
+/// Where the ratio sections put the client and the server: the first two
+/// CPUs this process may use, if it may use two.
 fn placement() -> (Option<usize>, Option<usize>) {
-    if num_cpus() >= 2 {
-        (Some(0), Some(1))
-    } else {
-        (None, None)
+    let set = original_cpus();
+    // SAFETY: CPU_ISSET only reads the set.
+    let mut allowed =
+        (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, set) });
+    match (allowed.next(), allowed.next()) {
+        (Some(a), Some(b)) => (Some(a), Some(b)),
+        _ => (None, None),
     }
 }
 
@@ -433,7 +447,7 @@ fn start_server_on(args: &[&str], cpu: Option<usize>) -> ServerProc {
     let addr = line
         .trim()
         .strip_prefix("listening on ws://")
-        .unwrap()
+        .unwrap_or_else(|| panic!("wsbench server did not start: {line:?}"))
         .to_string();
     ServerProc(child, addr)
 }
@@ -483,6 +497,7 @@ fn main() {
     let wants =
         |section: &str| only.is_empty() || only.iter().any(|w| section.contains(w.as_str()));
     let quick = std::env::var_os("WSBENCH_QUICK").is_some();
+    original_cpus();
     let repeats = if quick { 2 } else { 5 };
     let count = if quick { 300 } else { 1000 };
     let pings = if quick { 3000 } else { 10_000 };

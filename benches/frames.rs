@@ -1,6 +1,6 @@
 //! Building and writing one masked 480,000-byte client frame into a sink:
 //! tungstenite's `send` (copy the payload after the header, then mask it in
-//! place) against `net::masked::send` (mask while copying, 64 KiB chunks).
+//! place) against `net::masked::send` (mask while copying, one write).
 //! The socket's own copy is the same for both and left out.
 
 use std::io::{self, Read, Write};

@@ -201,6 +201,9 @@ fn run_serial(
             Err(e) => {
                 record.error = e;
                 socket = None;
+                // Part of it may have gone out on the dead connection: the
+                // next one gets a frame with a fresh mask.
+                next_frame.clear();
             }
         }
         if let Some(ws) = socket.take_if(|_| !reuse) {
@@ -280,11 +283,13 @@ fn one_short_message(job: &Job, idx: u64) -> Record {
 /// Sends the image and reads the reply into `record`'s send/recv times.
 ///
 /// Frames are our own (`net::masked`): one masking pass instead of
-/// tungstenite's copy then mask. Nothing of tungstenite's is left unwritten
-/// when we write: every earlier exchange ended in a `read`, which flushes
-/// it. With `next`, the serial modes write a frame built ahead, then build
-/// the following message's frame (a fresh mask) while the server works, as
-/// a raw-TCP client writes a ready buffer; `send_s` is then the write alone.
+/// tungstenite's copy then mask. tungstenite's own output (a pong it owes)
+/// is flushed first, so our frame never lands inside one of its frames.
+/// With `next`, the serial modes write a frame built ahead, then build the
+/// following message's frame (a fresh mask) while the server works, as a
+/// raw-TCP client writes a ready buffer. So `send_s` is the write alone
+/// (the first message's also includes building its frame), and `recv_s`
+/// includes the masking only if the reply comes back sooner than that.
 fn exchange(
     ws: &mut WebSocket<std::net::TcpStream>,
     job: &Job,
@@ -292,6 +297,7 @@ fn exchange(
     mut next: Option<&mut Vec<u8>>,
 ) -> Result<(), String> {
     let sent = Instant::now();
+    ws.flush().map_err(|e| format!("send: {}", describe(e)))?;
     let written = match next.as_deref_mut() {
         Some(frame) if !frame.is_empty() => {
             let stream = ws.get_mut();

@@ -112,8 +112,16 @@ fn mask_into(dst: &mut [u8], src: &[u8], mask: [u8; 4]) {
 /// generator, falling back to the clock only if it is unavailable.
 fn random_mask() -> [u8; 4] {
     let mut mask = [0u8; 4];
-    // SAFETY: getrandom(2) writes at most `mask.len()` bytes into `mask`.
-    let n = unsafe { libc::getrandom(mask.as_mut_ptr().cast(), mask.len(), 0) };
+    let mut n = -1;
+    // A signal can interrupt the call before any byte is written; four
+    // bytes never come back short otherwise (getrandom(2)).
+    for _ in 0..3 {
+        // SAFETY: getrandom(2) writes at most `mask.len()` bytes into `mask`.
+        n = unsafe { libc::getrandom(mask.as_mut_ptr().cast(), mask.len(), 0) };
+        if n == mask.len() as isize {
+            break;
+        }
+    }
     if n != mask.len() as isize {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -173,7 +173,7 @@ impl FrameReader {
             self.partial.as_ref().map_or(0, |p| p.data.len())
         };
         if len > (self.max_size - so_far) as u64 {
-            return Err(too_long(so_far as u64 + len, self.max_size));
+            return Err(too_long((so_far as u64).saturating_add(len), self.max_size));
         }
         let len = len as usize;
         // A continuation appends to its message; the rest get a buffer of
@@ -347,6 +347,9 @@ fn parse_header(bytes: &[u8]) -> Result<Option<(bool, u8, [u8; 4], u64, usize)>,
         be[8 - len_size..].copy_from_slice(&bytes[2..2 + len_size]);
         u64::from_be_bytes(be)
     });
+    if len >> 63 != 0 {
+        return Err(protocol("64-bit payload length with its top bit set"));
+    }
     let mask = bytes[2 + len_size..size].try_into().expect("four bytes");
     Ok(Some((fin, opcode, mask, len, size)))
 }
@@ -756,5 +759,37 @@ mod tests {
             disagreements.is_empty(),
             "(case, ours, ours' code, tungstenite, its code): {disagreements:?}"
         );
+    }
+
+    #[test]
+    fn absurd_lengths_are_refused_without_overflow() {
+        let header = |fin: bool, opcode: u8, len: u64| {
+            let mut out = vec![(fin as u8) << 7 | opcode, 0x80 | 127];
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(&[0; 4]);
+            out
+        };
+        // After a 1-byte fragment, a continuation announcing 2^63 - 1
+        // bytes: the total must not wrap (it panicked in debug builds).
+        let wire = [
+            frame(false, BINARY, [0; 4], b"x"),
+            header(true, CONTINUATION, u64::MAX >> 1),
+        ]
+        .concat();
+        match reader_for(wire, vec![usize::MAX], 0).read() {
+            Err(ReadError::Refuse(CloseCode::Size, why)) => {
+                assert_eq!(
+                    why,
+                    format!(
+                        "message of {} bytes is over the limit of 16777216",
+                        1u64 << 63
+                    )
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        // The top bit of a 64-bit length must be 0 (RFC 6455 5.2).
+        let (code, _) = refused(header(true, BINARY, u64::MAX));
+        assert_eq!(code, CloseCode::Protocol);
     }
 }

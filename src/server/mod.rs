@@ -344,7 +344,10 @@ impl Drop for Slot<'_> {
 }
 
 fn serve(shared: &Arc<Shared>, stream: TcpStream, id: u64) {
-    let _slot = Slot(&shared.counters);
+    // Dropped before the socket closes on every path (`stream`, a
+    // parameter, outlives it; the end below drops it before `peer`), so a
+    // client that has seen our FIN also sees the connection counted out.
+    let slot = Slot(&shared.counters);
     let _ = stream.set_nodelay(true);
     let deadline = Instant::now() + shared.args.handshake_timeout;
     let mut buf = Vec::new();
@@ -415,6 +418,7 @@ fn serve(shared: &Arc<Shared>, stream: TcpStream, id: u64) {
     log_end(shared, id, &peer, &end);
     shared.lock_peers().remove(&id);
     shared.peers_changed.notify_all();
+    drop(slot);
 }
 
 /// A chat member: a writer thread drains its outbox while this thread

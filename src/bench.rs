@@ -297,7 +297,8 @@ fn exchange(
     mut next: Option<&mut Vec<u8>>,
 ) -> Result<(), String> {
     let sent = Instant::now();
-    ws.flush().map_err(|e| format!("send: {}", describe(e)))?;
+    ws.flush()
+        .map_err(|e| format!("send: {}", crate::error::ws_cause(&e)))?;
     let written = match next.as_deref_mut() {
         Some(frame) if !frame.is_empty() => {
             let stream = ws.get_mut();
@@ -305,7 +306,7 @@ fn exchange(
         }
         _ => net::masked::send(ws.get_mut(), net::masked::BINARY, &job.payload),
     };
-    written.map_err(|e| format!("send: {}", describe(tungstenite::Error::Io(e))))?;
+    written.map_err(|e| format!("send: {}", crate::error::io_cause(&e)))?;
     let received = Instant::now();
     record.send_s = received.duration_since(sent).as_secs_f64();
     if let Some(frame) = next {
@@ -331,7 +332,7 @@ fn exchange(
             Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
                 continue;
             }
-            Err(e) => return Err(format!("reply: {}", describe(e))),
+            Err(e) => return Err(format!("reply: {}", crate::error::ws_cause(&e))),
         }
     };
     record.recv_s = received.elapsed().as_secs_f64();
@@ -345,19 +346,6 @@ fn check_reply(reply: &str, job: &Job) -> Result<(), String> {
             .map_err(|e| format!("verify: {e}")),
         None if reply.starts_with("Error") => Err(format!("server said: {reply}")),
         None => Ok(()),
-    }
-}
-
-fn describe(err: tungstenite::Error) -> String {
-    match err {
-        tungstenite::Error::Io(e) => crate::error::io_cause(&e),
-        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
-            "connection closed".into()
-        }
-        tungstenite::Error::Protocol(
-            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
-        ) => "connection reset by server".into(),
-        other => other.to_string(),
     }
 }
 

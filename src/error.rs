@@ -41,6 +41,19 @@ impl Error {
     }
 }
 
+/// A client's WebSocket error as a short lower-case cause, as `io_cause`.
+pub fn ws_cause(err: &tungstenite::Error) -> String {
+    use tungstenite::Error as E;
+    match err {
+        E::Io(e) => io_cause(e),
+        E::ConnectionClosed | E::AlreadyClosed => "connection closed".into(),
+        E::Protocol(tungstenite::error::ProtocolError::ResetWithoutClosingHandshake) => {
+            "connection reset by server".into()
+        }
+        other => other.to_string(),
+    }
+}
+
 /// An io error as a short lower-case cause, without Rust's `(os error N)`:
 /// `connection refused`, `address in use`, `timed out`.
 pub fn io_cause(err: &io::Error) -> String {

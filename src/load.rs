@@ -44,7 +44,7 @@ use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{Message, WebSocket};
 
 use crate::cli::{LoadArgs, ServerArgs};
-use crate::error::{Error, io_cause};
+use crate::error::{Error, io_cause, ws_cause};
 use crate::http::{self, HttpUrl};
 use crate::metrics::{Latency, LatencySummary};
 use crate::net::{self, WsUrl};
@@ -397,19 +397,6 @@ struct Held {
     closed_cleanly: u64,
 }
 
-fn describe(err: &tungstenite::Error) -> String {
-    match err {
-        tungstenite::Error::Io(e) => io_cause(e),
-        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
-            "connection closed".into()
-        }
-        tungstenite::Error::Protocol(
-            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
-        ) => "connection reset".into(),
-        other => other.to_string(),
-    }
-}
-
 /// Reads everything a held socket has; tungstenite queues a pong for each
 /// ping and sends it on the next read. Err: the connection is gone.
 fn service(ws: &mut WebSocket<TcpStream>, pings: &mut u64) -> Result<(), String> {
@@ -430,7 +417,7 @@ fn service(ws: &mut WebSocket<TcpStream>, pings: &mut u64) -> Result<(), String>
             Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                 return Ok(());
             }
-            Err(e) => return Err(describe(&e)),
+            Err(e) => return Err(ws_cause(&e)),
         }
     }
 }
@@ -503,14 +490,14 @@ fn finish(conns: &mut [WebSocket<TcpStream>], timeout: Duration, held: &mut Held
         let sent = Instant::now();
         let result = blocking
             .map_err(|e| io_cause(&e))
-            .and_then(|()| ws.send(Message::text("ping")).map_err(|e| describe(&e)))
+            .and_then(|()| ws.send(Message::text("ping")).map_err(|e| ws_cause(&e)))
             .and_then(|()| {
                 loop {
                     match ws.read() {
                         Ok(Message::Text(_) | Message::Binary(_)) => break Ok(()),
                         Ok(Message::Close(_)) => break Err("closed by the server".to_string()),
                         Ok(_) => {}
-                        Err(e) => break Err(describe(&e)),
+                        Err(e) => break Err(ws_cause(&e)),
                     }
                 }
             });

@@ -150,16 +150,7 @@ fn read_text(
 }
 
 fn no_reply(url: &str, request: &str, err: tungstenite::Error) -> Error {
-    let cause = match err {
-        tungstenite::Error::Io(e) => crate::error::io_cause(&e),
-        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
-            "connection closed".into()
-        }
-        tungstenite::Error::Protocol(
-            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
-        ) => "connection reset".into(),
-        other => other.to_string(),
-    };
+    let cause = crate::error::ws_cause(&err);
     Error::Other(format!("no reply from {url} to `{request}`: {cause}"))
 }
 

@@ -35,6 +35,9 @@
 //! WSBENCH_COMPARE_PYTHON the Python interpreter (default: the venv
 //! `make compare` creates, compare/python/.venv).
 
+#[path = "common/pinning.rs"]
+mod pinning;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs::{self, File};
@@ -354,46 +357,6 @@ fn reap<T: Send + 'static>(
     }
 }
 
-/// Where one-connection workloads put the client and the server. A
-/// loopback round trip costs about twice as much across vCPUs as on one and
-/// the scheduler flips placement every few seconds, which swung unpinned
-/// ratios between servers from 0.55x to 1.8x; pinned, every server meets the
-/// same placement.
-fn placement() -> (Option<usize>, Option<usize>) {
-    // SAFETY: sysconf only reads a system value.
-    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-    if cpus >= 2 && Path::new("/usr/bin/taskset").exists() {
-        (Some(0), Some(1))
-    } else {
-        (None, None)
-    }
-}
-
-/// `program` under `taskset -c cpu` (every thread it starts inherits it),
-/// or plain.
-fn on_cpu(cpu: Option<usize>, program: &std::ffi::OsStr) -> Command {
-    match cpu {
-        Some(c) => {
-            let mut command = Command::new("/usr/bin/taskset");
-            command.arg("-c").arg(c.to_string()).arg(program);
-            command
-        }
-        None => Command::new(program),
-    }
-}
-
-/// Runs the calling thread on `cpu` only (nothing for `None`).
-fn pin(cpu: Option<usize>) {
-    let Some(c) = cpu else { return };
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and
-    // sched_setaffinity only read and write that set.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(c, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
-}
-
 /// A server started for one run.
 struct Running {
     child: Child,
@@ -409,7 +372,7 @@ fn start_server(
     let argv = kind.argv.as_ref().map_err(Clone::clone)?;
     let log_file =
         File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
-    let mut command = on_cpu(cpu, argv[0].as_ref());
+    let mut command = pinning::on_cpu(cpu, &argv[0]);
     command
         .args(&argv[1..])
         .args(["--host", "127.0.0.1", "--port", "0", "--response", response])
@@ -535,7 +498,7 @@ fn run_bench(
     cpu: Option<usize>,
 ) {
     let url = format!("ws://{addr}/");
-    let mut command = on_cpu(cpu, Path::new(BIN).as_os_str());
+    let mut command = pinning::on_cpu(cpu, BIN);
     command
         .args(["bench", "--url", &url, "--mode", mode])
         .args(["--count", &count.to_string(), "--size", "800x600"])
@@ -607,7 +570,7 @@ fn run_pingpong(result: &mut RunResult, addr: &str, pings: u64, cpu: Option<usiz
     // On a timeout this thread is left behind; stopping the server ends
     // its connection and with it the thread.
     thread::spawn(move || {
-        pin(cpu);
+        pinning::pin(cpu);
         let hidden = indicatif::ProgressBar::hidden();
         let _ = tx.send(pingpong::ws_pings(
             &url,
@@ -661,7 +624,7 @@ fn run_one(
         Load::Bench {
             mode: "parallel", ..
         } => (None, None),
-        _ => placement(),
+        _ => pinning::placement(),
     };
     let running = match start_server(kind, response, &log, server_cpu) {
         Ok(running) => running,
@@ -1093,7 +1056,7 @@ fn write_summary(
          Last column: ours / the other server with the most messages/s, taken within each \
          round and then the median over rounds, as are the ratios of the targets.\n",
         if rounds == 1 { "" } else { "s" },
-        placement = match placement() {
+        placement = match pinning::placement() {
             (Some(c), Some(s)) => format!(
                 "Serial, serial-short and pingpong runs put the client on CPU {c} and the \
                  server on CPU {s} (taskset), the same for every server; parallel runs are \

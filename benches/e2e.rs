@@ -25,6 +25,9 @@
 //! WSBENCH_QUICK=1 runs a smaller pass; words after `--` pick sections
 //! (serial, parallel, http, chat, scale, pingpong, load).
 
+#[path = "common/pinning.rs"]
+mod pinning;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -61,69 +64,6 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// Runs the calling thread on `cpu` only, or where it started for `None`.
-///
-/// A loopback round trip costs about twice as much when the two ends run on
-/// different vCPUs as on the same one, and the scheduler changes its mind
-/// every few seconds; the ratio sections pin the client to one CPU and the
-/// server to another so that a figure and its baseline meet the same placement.
-fn pin(cpu: Option<usize>) {
-    let mut set = *original_cpus();
-    if let Some(c) = cpu {
-        // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET only
-        // writes into it.
-        unsafe {
-            set = std::mem::zeroed();
-            libc::CPU_SET(c, &mut set);
-        }
-    }
-    // SAFETY: sched_setaffinity only reads `set`.
-    let done = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
-    if done != 0 {
-        eprintln!("cannot pin to {cpu:?}: {}", std::io::Error::last_os_error());
-    }
-}
-
-/// The CPUs this process may run on, as it started; `pin(None)` restores
-/// them.
-fn original_cpus() -> &'static libc::cpu_set_t {
-    static ORIGINAL: std::sync::OnceLock<libc::cpu_set_t> = std::sync::OnceLock::new();
-    ORIGINAL.get_or_init(|| {
-        // SAFETY: a zeroed cpu_set_t is a valid empty set, which
-        // sched_getaffinity fills in.
-        unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set);
-            set
-        }
-    })
-}
-
-/// Where the ratio sections put the client and the server: the first two
-/// CPUs this process may use, if it may use two.
-fn placement() -> (Option<usize>, Option<usize>) {
-    let set = original_cpus();
-    // SAFETY: CPU_ISSET only reads the set.
-    let mut allowed =
-        (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, set) });
-    match (allowed.next(), allowed.next()) {
-        (Some(a), Some(b)) => (Some(a), Some(b)),
-        _ => (None, None),
-    }
-}
-
-/// `BIN` under `taskset -c cpu`, or plain.
-fn command_on(cpu: Option<usize>) -> Command {
-    match cpu {
-        Some(c) => {
-            let mut cmd = Command::new("taskset");
-            cmd.args(["-c", &c.to_string(), BIN]);
-            cmd
-        }
-        None => Command::new(BIN),
-    }
-}
-
 /// A raw-TCP peer: reads `request` bytes, answers 16, forever, per connection.
 fn raw_server(request: usize, cpu: Option<usize>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -132,7 +72,7 @@ fn raw_server(request: usize, cpu: Option<usize>) -> String {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
             thread::spawn(move || {
-                pin(cpu);
+                pinning::pin(cpu);
                 stream.set_nodelay(true).unwrap();
                 let mut buf = vec![0u8; request];
                 while stream.read_exact(&mut buf).is_ok() {
@@ -432,7 +372,7 @@ fn start_server(args: &[&str]) -> ServerProc {
 }
 
 fn start_server_on(args: &[&str], cpu: Option<usize>) -> ServerProc {
-    let mut child = command_on(cpu)
+    let mut child = pinning::on_cpu(cpu, BIN)
         .args(["server", "--port", "0"])
         .args(args)
         .env("RUST_LOG", "warn")
@@ -457,7 +397,7 @@ fn bench_json(args: &[&str]) -> serde_json::Value {
 }
 
 fn bench_json_on(args: &[&str], cpu: Option<usize>) -> serde_json::Value {
-    let out = command_on(cpu)
+    let out = pinning::on_cpu(cpu, BIN)
         .arg("bench")
         .args(args)
         .arg("--json")
@@ -497,7 +437,7 @@ fn main() {
     let wants =
         |section: &str| only.is_empty() || only.iter().any(|w| section.contains(w.as_str()));
     let quick = std::env::var_os("WSBENCH_QUICK").is_some();
-    original_cpus();
+    pinning::original_cpus();
     let repeats = if quick { 2 } else { 5 };
     let count = if quick { 300 } else { 1000 };
     let pings = if quick { 3000 } else { 10_000 };
@@ -599,13 +539,13 @@ fn main() {
     if wants("serial") {
         // Serial images and text pings, interleaved with their raw
         // baselines, every one with the client on CPU 0 and the server on
-        // CPU 1 (see `pin`).
-        let (client_cpu, server_cpu) = placement();
+        // CPU 1 (see `pinning`).
+        let (client_cpu, server_cpu) = pinning::placement();
         let pinned = start_server_on(&[], server_cpu);
         let url = format!("ws://{}/", pinned.1);
         let raw_image = raw_server(IMAGE, server_cpu);
         let raw_text = raw_server(16, server_cpu);
-        pin(client_cpu);
+        pinning::pin(client_cpu);
         let (mut raw_img, mut ws_img, mut ratio_img) = (vec![], vec![], vec![]);
         let (mut raw_txt, mut ws_txt, mut ratio_txt) = (vec![], vec![], vec![]);
         for _ in 0..repeats {
@@ -669,7 +609,7 @@ fn main() {
             Some(("≥ 0.9".into(), r >= 0.9)),
             "per-run ratio, median".into(),
         );
-        pin(None);
+        pinning::pin(None);
         drop(pinned);
     }
     if wants("parallel") {
@@ -730,11 +670,11 @@ fn main() {
     }
     if wants("http") {
         // HTTP keep-alive against WebSocket, one connection each,
-        // interleaved, pinned like the serial section (see `pin`).
-        let (client_cpu, server_cpu) = placement();
+        // interleaved, pinned like the serial section (see `pinning`).
+        let (client_cpu, server_cpu) = pinning::placement();
         let pinned = start_server_on(&[], server_cpu);
         let (addr, url) = (&pinned.1, format!("ws://{}/", pinned.1));
-        pin(client_cpu);
+        pinning::pin(client_cpu);
         let (mut http, mut ws, mut ratio) = (vec![], vec![], vec![]);
         for _ in 0..repeats {
             let h = http_round_trips(addr, pings);
@@ -765,7 +705,7 @@ fn main() {
             Some(("> 1".into(), r > 1.0)),
             "per-run ratio, median".into(),
         );
-        pin(None);
+        pinning::pin(None);
         drop(pinned);
     }
     drop(server);
@@ -849,11 +789,11 @@ fn main() {
     if wants("pingpong") {
         // pingpong (#7): the subcommand's own runs, each beside a raw-TCP
         // 16-byte request/reply measured just before it; pinned like the
-        // serial section (see `pin`).
-        let (client_cpu, server_cpu) = placement();
+        // serial section (see `pinning`).
+        let (client_cpu, server_cpu) = pinning::placement();
         let pp_server = start_server_on(&[], server_cpu);
         let raw_text = raw_server(16, server_cpu);
-        pin(client_cpu);
+        pinning::pin(client_cpu);
         let ws_url = WsUrl::parse(&format!("ws://{}/", pp_server.1)).unwrap();
         let http_url = HttpUrl::parse(&format!("http://{}/", pp_server.1)).unwrap();
         let hidden = indicatif::ProgressBar::hidden();
@@ -892,7 +832,7 @@ fn main() {
             Some(("≤ 2".into(), r <= 2.0)),
             "GET / + N POST / vs N pings, per-run ratio, median".into(),
         );
-        pin(None);
+        pinning::pin(None);
         drop(pp_server);
     }
 

@@ -22,9 +22,9 @@
 //!
 //! A thread that must never wait on a peer at all (the chat hub fanning a
 //! message out to a room, #4) does not lock the writer: it pushes into the
-//! peer's bounded outbox and a writer thread drains it into the same
-//! `Peer::send`. Only endpoints that receive sends from other threads pay
-//! that second thread; an idle connection on `/` costs exactly one.
+//! peer's bounded outbox (`server/outbox.rs`), and a small shared pool
+//! writes it with [`Peer::try_write_nonblocking`]. Every connection, a chat
+//! member included, costs exactly one thread (#12).
 //!
 //! Heartbeats need no timer thread either: the reader's socket has a read
 //! timeout set to the next heartbeat event (ping due, pong overdue), so the
@@ -35,11 +35,9 @@
 use std::borrow::Cow;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-
-use crossbeam_channel::{Receiver, Sender};
 
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -96,11 +94,25 @@ impl Write for ReadHalf {
 
 /// The writing side of the socket. tungstenite asks for `Read` too but never
 /// reads on the write path.
-pub struct WriteHalf(Arc<TcpStream>);
+///
+/// Writes block (up to the socket's write timeout) unless `nonblocking` is
+/// set: the chat writer pool sets it while it holds the writer, so one
+/// member's full socket never holds a pool thread. It is a per-call flag
+/// (`MSG_DONTWAIT`), not `O_NONBLOCK`, because the connection's reader
+/// blocks on the same socket.
+pub struct WriteHalf {
+    stream: Arc<TcpStream>,
+    nonblocking: bool,
+    written: u64,
+}
 
 impl WriteHalf {
     pub fn new(stream: Arc<TcpStream>) -> WriteHalf {
-        WriteHalf(stream)
+        WriteHalf {
+            stream,
+            nonblocking: false,
+            written: 0,
+        }
     }
 }
 
@@ -112,7 +124,13 @@ impl Read for WriteHalf {
 
 impl Write for WriteHalf {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (&*self.0).write(buf)
+        let n = if self.nonblocking {
+            socket2::SockRef::from(&*self.stream).send_with_flags(buf, libc::MSG_DONTWAIT)?
+        } else {
+            (&*self.stream).write(buf)?
+        };
+        self.written += n as u64;
+        Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
@@ -184,25 +202,68 @@ impl Peer {
         self.writer().close(Some(frame))
     }
 
-    /// Like [`Peer::close`], but gives up at once if another thread is in
-    /// the middle of a write: the shutdown path must not wait on one slow
-    /// peer while the others wait for their 1001.
+    /// Like [`Peer::close`], but never waits: not for another thread in
+    /// the middle of a write (false), nor for a socket that is full (the
+    /// frame stays queued behind what the peer has not read). The shutdown
+    /// path must not wait on one slow peer while the others wait for their
+    /// 1001.
     pub fn try_close(&self, code: CloseCode, reason: &str) -> bool {
         if self.close_sent.load(Ordering::Acquire) {
             return true;
         }
-        let Ok(mut writer) = self.writer.try_lock() else {
-            return false;
+        self.try_write_nonblocking(|ws| {
+            let _ = self.queue_close(ws, code, reason);
+        })
+        .is_some()
+    }
+
+    /// Runs `f` on the writer with writes that never block, if no other
+    /// thread holds it; returns what `f` returned and how many bytes
+    /// reached the socket meanwhile (progress, for the stall watch).
+    pub fn try_write_nonblocking<R>(
+        &self,
+        f: impl FnOnce(&mut WebSocket<WriteHalf>) -> R,
+    ) -> Option<(R, u64)> {
+        let mut writer = match self.writer.try_lock() {
+            Ok(writer) => writer,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
         };
+        let before = writer.get_ref().written;
+        writer.get_mut().nonblocking = true;
+        let result = f(&mut writer);
+        writer.get_mut().nonblocking = false;
+        Some((result, writer.get_ref().written - before))
+    }
+
+    /// Queues a close frame on a writer the caller holds (once per
+    /// connection) and flushes what the socket takes.
+    pub fn queue_close(
+        &self,
+        ws: &mut WebSocket<WriteHalf>,
+        code: CloseCode,
+        reason: &str,
+    ) -> tungstenite::Result<()> {
         if self.close_sent.swap(true, Ordering::AcqRel) {
-            return true;
+            return ws.flush();
         }
         let frame = CloseFrame {
             code,
             reason: truncate_reason(reason).into(),
         };
-        let _ = writer.close(Some(frame));
-        true
+        ws.close(Some(frame))
+    }
+
+    /// Counts data messages another thread wrote through
+    /// [`Peer::try_write_nonblocking`].
+    pub fn count_sent(&self, messages: u64, bytes: u64) {
+        add(&self.counters.messages_sent_total, messages);
+        add(&self.counters.bytes_sent_total, bytes);
+    }
+
+    /// The socket, for polling it for room to write.
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
     }
 
     pub fn close_sent(&self) -> bool {
@@ -237,149 +298,6 @@ fn truncate_reason(reason: &str) -> &str {
         end -= 1;
     }
     &reason[..end]
-}
-
-/// A bounded queue of messages for one peer, drained into the peer's
-/// socket by its writer thread ([`spawn_writer`]). Pushing never blocks: a
-/// peer whose queue is full (in messages or in bytes) is marked slow, its
-/// backlog is discarded, and its writer closes it with 1008 (#4).
-///
-/// The channel is unbounded and the bounds are our own counters: a bounded
-/// crossbeam channel allocates every slot up front, which every idle chat
-/// client would pay for.
-pub struct Outbox {
-    tx: Sender<Message>,
-    wake: Sender<()>,
-    queued: AtomicUsize,
-    queued_bytes: AtomicUsize,
-    max_messages: usize,
-    max_bytes: usize,
-    overflowed: AtomicBool,
-}
-
-/// What became of a pushed message.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Push {
-    Queued,
-    /// The queue just overflowed: the peer is being dropped (count it once).
-    Overflowed,
-    /// The peer was already being dropped, or its writer is gone.
-    Dropped,
-}
-
-impl Outbox {
-    pub fn push(&self, message: Message) -> Push {
-        if self.overflowed.load(Ordering::Acquire) {
-            return Push::Dropped;
-        }
-        let len = message.len();
-        let bytes = self.queued_bytes.fetch_add(len, Ordering::AcqRel) + len;
-        let count = self.queued.fetch_add(1, Ordering::AcqRel) + 1;
-        if bytes > self.max_bytes || count > self.max_messages {
-            self.taken(len);
-            if self.overflowed.swap(true, Ordering::AcqRel) {
-                return Push::Dropped;
-            }
-            let _ = self.wake.try_send(());
-            return Push::Overflowed;
-        }
-        match self.tx.send(message) {
-            Ok(()) => Push::Queued,
-            Err(_) => {
-                self.taken(len);
-                Push::Dropped
-            }
-        }
-    }
-
-    fn taken(&self, len: usize) {
-        self.queued.fetch_sub(1, Ordering::AcqRel);
-        self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-    }
-
-    pub fn overflowed(&self) -> bool {
-        self.overflowed.load(Ordering::Acquire)
-    }
-}
-
-/// Most messages one flush of the writer thread takes from the outbox.
-const WRITE_BATCH: usize = 256;
-
-/// Starts the writer thread of `peer` with an outbox of at most
-/// `max_messages` messages and `max_bytes` payload bytes. The thread ends
-/// when every `Arc<Outbox>` is dropped (after sending what is queued), when
-/// a send fails, or after closing an overflowed peer with 1008; it returns
-/// how the peer ended if the writer ended it.
-pub fn spawn_writer(
-    peer: Arc<Peer>,
-    max_messages: usize,
-    max_bytes: usize,
-) -> io::Result<(Arc<Outbox>, std::thread::JoinHandle<Option<End>>)> {
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let (wake, woken) = crossbeam_channel::bounded(1);
-    let outbox = Arc::new(Outbox {
-        tx,
-        wake,
-        queued: AtomicUsize::new(0),
-        queued_bytes: AtomicUsize::new(0),
-        max_messages,
-        max_bytes,
-        overflowed: AtomicBool::new(false),
-    });
-    let mine = Arc::clone(&outbox);
-    let handle = std::thread::Builder::new()
-        .name(format!("conn-{}-writer", peer.id))
-        .stack_size(128 * 1024)
-        .spawn(move || drain_outbox(&peer, &mine, &rx, &woken))?;
-    Ok((outbox, handle))
-}
-
-fn drain_outbox(
-    peer: &Peer,
-    outbox: &Outbox,
-    rx: &Receiver<Message>,
-    woken: &Receiver<()>,
-) -> Option<End> {
-    let mut batch = Vec::with_capacity(WRITE_BATCH);
-    loop {
-        let first = crossbeam_channel::select! {
-            recv(rx) -> message => message.ok(),
-            recv(woken) -> _ => None,
-        };
-        if outbox.overflowed() {
-            // Whatever is still queued would only delay the close frame.
-            while rx.try_recv().is_ok() {}
-            let _ = peer.close(
-                CloseCode::Policy,
-                "outgoing queue full: client is not reading",
-            );
-            let _ = peer.stream.shutdown(Shutdown::Write);
-            return Some(End::SlowPeer);
-        }
-        // A burst goes out in one flush: one syscall instead of one per
-        // message is what lets a reading client keep up with a fast room.
-        batch.push(first?);
-        batch.extend(rx.try_iter().take(WRITE_BATCH - 1));
-        for message in &batch {
-            outbox.taken(message.len());
-        }
-        if let Err(err) = peer.send_all(batch.drain(..)) {
-            return match err {
-                tungstenite::Error::Io(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    // Unwritable past the write timeout (--ping-timeout).
-                    let _ = peer.try_close(CloseCode::Policy, "client is not reading");
-                    peer.abort();
-                    Some(End::SlowPeer)
-                }
-                _ => None,
-            };
-        }
-    }
 }
 
 /// Ping schedule of a connection.
@@ -454,7 +372,7 @@ impl Conn {
         // Frames buffer up to 64 KiB until a flush, so a batch of small
         // messages is one write; `send` flushes every message itself.
         let writer = WebSocket::from_raw_socket(
-            WriteHalf(Arc::clone(&stream)),
+            WriteHalf::new(Arc::clone(&stream)),
             Role::Server,
             Some(config.write_buffer_size(64 * 1024)),
         );
@@ -835,7 +753,7 @@ pub fn connect_split(
         .set_read_timeout(None)
         .map_err(|e| ConnectError::Tcp(io_cause(&e)))?;
     let writer = WebSocket::from_raw_socket(
-        WriteHalf(Arc::clone(&stream)),
+        WriteHalf::new(Arc::clone(&stream)),
         Role::Client,
         Some(client_config()),
     );

@@ -6,9 +6,9 @@
 //! `client {id} has left`.
 //!
 //! Fan-out never touches a socket: the hub pushes into each member's
-//! bounded [`Outbox`] and the member's writer thread does the writing, so a
-//! client that does not read fills only its own queue and is dropped with
-//! 1008 (#4). The room lock is held while pushing, which is what keeps one
+//! bounded [`Outbox`] and the writer pool (`outbox.rs`) does the writing,
+//! so a client that does not read fills only its own queue and is dropped
+//! with 1008 (#4). The room lock is held while pushing, which is what keeps one
 //! sender's messages in order at every receiver; a push is a non-blocking
 //! channel send, so the lock is held for microseconds.
 
@@ -18,8 +18,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tungstenite::Message;
 use tungstenite::protocol::frame::coding::CloseCode;
 
+use super::outbox::{Outbox, Push};
 use crate::metrics::{ServerCounters, add};
-use crate::net::{Outbox, Peer, Push, Stop};
+use crate::net::{Peer, Stop};
 
 type Room = HashMap<u64, Arc<Outbox>>;
 
@@ -73,7 +74,7 @@ impl Hub {
     }
 }
 
-fn push(outbox: &Outbox, message: Message, counters: &ServerCounters) {
+fn push(outbox: &Arc<Outbox>, message: Message, counters: &ServerCounters) {
     if outbox.push(message) == Push::Overflowed {
         add(&counters.slow_clients_dropped_total, 1);
     }

@@ -19,6 +19,7 @@ pub mod chat;
 pub mod handshake;
 pub mod http;
 pub mod image;
+pub mod outbox;
 
 use std::collections::HashMap;
 use std::io;
@@ -36,10 +37,11 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use crate::cli::ServerArgs;
 use crate::error::{Error, io_cause};
 use crate::metrics::{ServerCounters, add, get, sub};
-use crate::net::{self, Conn, Control, End, Heartbeat, Peer, Stop};
+use crate::net::{Conn, Control, End, Heartbeat, Peer, Stop};
 use chat::{ChatConn, Hub};
 use handshake::{Endpoint, HeadError, Upgrade};
 use image::{ImageConn, Jobs};
+use outbox::{Dropped, Writers};
 
 /// Stack of a connection thread. Its deepest path is a handshake plus a
 /// log line; 256 KiB leaves ample room, and with a guard page 10,000
@@ -60,6 +62,7 @@ pub struct Shared {
     pub counters: Arc<ServerCounters>,
     pub jobs: Arc<Jobs>,
     pub hub: Arc<Hub>,
+    writers: Writers,
     stopping: AtomicBool,
     next_id: AtomicU64,
     peers: Mutex<HashMap<u64, Arc<Peer>>>,
@@ -104,11 +107,14 @@ pub fn start(args: ServerArgs) -> Result<Handle, Error> {
         Arc::clone(&counters),
     )
     .map_err(Error::Other)?;
+    let writers = Writers::start(args.ping_timeout)
+        .map_err(|e| Error::Other(format!("cannot start the chat writers: {}", io_cause(&e))))?;
     let shared = Arc::new(Shared {
         args,
         counters,
         jobs: Arc::new(jobs),
         hub: Arc::default(),
+        writers,
         stopping: AtomicBool::new(false),
         next_id: AtomicU64::new(1),
         peers: Mutex::new(HashMap::new()),
@@ -178,6 +184,7 @@ impl Handle {
             }
             shared.wait_peers_gone(Instant::now() + Duration::from_millis(500));
         }
+        shared.writers.stop();
         let unfinished = shared.jobs.drain(Instant::now() + Duration::from_secs(3));
         if unfinished > 0 {
             log::error!("{unfinished} statistics jobs did not finish before exit");
@@ -421,24 +428,17 @@ fn serve(shared: &Arc<Shared>, stream: TcpStream, id: u64) {
     drop(slot);
 }
 
-/// A chat member: a writer thread drains its outbox while this thread
-/// reads; if the writer ended the connection (a slow client), that is the
-/// ending to log and count.
+/// A chat member: this thread reads, the writer pool writes; if the pool
+/// dropped the member (queue overflow, socket stalled), that is the ending
+/// to log and count.
 fn chat(shared: &Arc<Shared>, conn: Conn, heartbeat: Heartbeat, room: String) -> End {
     let peer = Arc::clone(&conn.peer);
     let args = &shared.args;
-    let (outbox, writer) = match net::spawn_writer(
+    let outbox = shared.writers.outbox(
         Arc::clone(&peer),
         args.max_queue as usize,
         args.max_queue_bytes,
-    ) {
-        Ok(started) => started,
-        Err(e) => {
-            log::error!("conn {}: cannot start its writer thread: {e}", peer.id);
-            let _ = peer.close(CloseCode::Again, "server overloaded, try again later");
-            return End::ClosedByUs(CloseCode::Again, e.to_string());
-        }
-    };
+    );
     let counters = &shared.counters;
     shared
         .hub
@@ -452,15 +452,13 @@ fn chat(shared: &Arc<Shared>, conn: Conn, heartbeat: Heartbeat, room: String) ->
         member.on_message(peer, msg)
     });
     shared.hub.leave(&room, peer.id, counters);
-    let overflowed = outbox.overflowed();
-    drop(outbox);
-    let writer_end = writer.join().ok().flatten();
-    match writer_end {
+    outbox.leave();
+    match outbox.dropped() {
         // An overflow was counted where it happened, in the hub.
-        Some(End::SlowPeer) if overflowed => {
+        Some(Dropped::Overflowed) => {
             End::ClosedByUs(CloseCode::Policy, "outgoing queue full".into())
         }
-        Some(writer_end) => writer_end,
+        Some(Dropped::Stalled) => End::SlowPeer,
         None => end,
     }
 }

@@ -26,6 +26,9 @@ pub struct ServerCounters {
     /// Beyond SPEC.md's twelve: connections closed for not answering a
     /// ping within --ping-timeout (#6).
     pub ping_timeouts_total: AtomicU64,
+    /// Connections this machine lets the server hold, measured at start
+    /// (#12).
+    pub connections_capacity: AtomicU64,
 }
 
 /// Counting is all these do; nothing synchronises through them.

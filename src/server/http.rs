@@ -155,7 +155,7 @@ pub fn respond(counters: &ServerCounters, head: &Head, body: &[u8]) -> (u16, &'s
 
 /// The counters in Prometheus text format 0.0.4.
 pub fn prometheus(c: &ServerCounters) -> String {
-    let metrics: [(&str, &str, &str, u64); 13] = [
+    let metrics: [(&str, &str, &str, u64); 14] = [
         (
             "connections_current",
             "gauge",
@@ -233,6 +233,12 @@ pub fn prometheus(c: &ServerCounters) -> String {
             "counter",
             "Connections closed for not answering a ping.",
             get(&c.ping_timeouts_total),
+        ),
+        (
+            "connections_capacity",
+            "gauge",
+            "Connections this machine lets the server hold (descriptors, memory maps, threads), measured at start.",
+            get(&c.connections_capacity),
         ),
     ];
     let mut out = String::with_capacity(2048);

@@ -4,9 +4,10 @@
 //! Stages of a connection:
 //!
 //! ```text
-//! accept ─ over --max-connections? ─ yes ─> 503, counted, closed (no thread)
+//! accept ─ over --max-connections? ─ yes ─> refuse.rs: readable 503 (no thread)
 //!    │ no
-//! thread conn-N (small stack) ─ read head (--handshake-timeout)
+//! thread conn-N (small stack; cannot start? ─> refuse.rs)
+//!    └─ read head (--handshake-timeout)
 //!    ├─ upgrade ─> 101 ─> net::Conn::run ─> endpoint (image.rs, ...)
 //!    └─ plain HTTP ─> http.rs (keep-alive)
 //! ```
@@ -15,16 +16,19 @@
 //! every WebSocket, give them a moment to answer, cut the rest, then wait
 //! for every queued statistics job and flush the stats log.
 
+pub mod capacity;
 pub mod chat;
 pub mod handshake;
 pub mod http;
 pub mod image;
+pub mod lograte;
 pub mod outbox;
+pub mod refuse;
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
@@ -38,14 +42,18 @@ use crate::cli::ServerArgs;
 use crate::error::{Error, io_cause};
 use crate::metrics::{ServerCounters, add, get, sub};
 use crate::net::{Conn, Control, End, Heartbeat, Peer, Stop};
+use capacity::Capacity;
 use chat::{ChatConn, Hub};
 use handshake::{Endpoint, HeadError, Upgrade};
 use image::{ImageConn, Jobs};
+use lograte::RateLog;
 use outbox::{Dropped, Writers};
+use refuse::{Refuser, Why};
 
 /// Stack of a connection thread. Its deepest path is a handshake plus a
-/// log line; 256 KiB leaves ample room, and with a guard page 10,000
-/// connections take 20,000 of the 65,530 memory maps this machine allows.
+/// log line; 256 KiB leaves ample room. Pages are touched only as used,
+/// so an idle connection's stack costs a few KiB of memory; what a thread
+/// costs in memory maps is in `capacity.rs`.
 const CONN_STACK: usize = 256 * 1024;
 
 /// The listen backlog. Rust's `TcpListener::bind` asks for 128; a thousand
@@ -63,6 +71,8 @@ pub struct Shared {
     pub jobs: Arc<Jobs>,
     pub hub: Arc<Hub>,
     writers: Writers,
+    refuser: Refuser,
+    rate: Arc<RateLog>,
     stopping: AtomicBool,
     next_id: AtomicU64,
     peers: Mutex<HashMap<u64, Arc<Peer>>>,
@@ -79,12 +89,14 @@ impl Control for Shared {
 pub struct Handle {
     pub addr: SocketAddr,
     pub shared: Arc<Shared>,
+    /// What this machine lets the server hold, as measured at start.
+    pub capacity: Capacity,
     listener: Arc<TcpListener>,
     acceptor: Option<thread::JoinHandle<()>>,
 }
 
 /// Binds and starts accepting on a background thread.
-pub fn start(args: ServerArgs) -> Result<Handle, Error> {
+pub fn start(mut args: ServerArgs) -> Result<Handle, Error> {
     let shown = format!("{}:{}", args.host, args.port);
     let bind_err = |e: io::Error| Error::Bind {
         addr: shown.clone(),
@@ -109,12 +121,42 @@ pub fn start(args: ServerArgs) -> Result<Handle, Error> {
     .map_err(Error::Other)?;
     let writers = Writers::start(args.ping_timeout)
         .map_err(|e| Error::Other(format!("cannot start the chat writers: {}", io_cause(&e))))?;
+    // Each refusal in progress holds a descriptor; keep a few for them.
+    let refusal_fds = (raise_fd_limit() / 16).clamp(8, 256);
+    let rate = Arc::new(RateLog::default());
+    let refuser = Refuser::start(
+        Arc::clone(&counters),
+        Arc::clone(&rate),
+        refusal_fds as usize,
+    )
+    .map_err(|e| {
+        Error::Other(format!(
+            "cannot start the refusing thread: {}",
+            io_cause(&e)
+        ))
+    })?;
+    // Measured once every fixed thread runs, so their maps are counted.
+    let capacity = Capacity::measure(refusal_fds);
+    if u64::from(args.max_connections) > capacity.connections {
+        let lowered = capacity.connections.clamp(1, u64::from(u32::MAX)) as u32;
+        log::warn!(
+            "--max-connections {} is more than this machine can hold; lowered to {lowered} (limited by {})",
+            args.max_connections,
+            capacity.limit.what
+        );
+        args.max_connections = lowered;
+    }
+    counters
+        .connections_capacity
+        .store(capacity.connections, Ordering::Relaxed);
     let shared = Arc::new(Shared {
         args,
         counters,
         jobs: Arc::new(jobs),
         hub: Arc::default(),
         writers,
+        refuser,
+        rate,
         stopping: AtomicBool::new(false),
         next_id: AtomicU64::new(1),
         peers: Mutex::new(HashMap::new()),
@@ -132,6 +174,7 @@ pub fn start(args: ServerArgs) -> Result<Handle, Error> {
     Ok(Handle {
         addr,
         shared,
+        capacity,
         listener,
         acceptor: Some(acceptor),
     })
@@ -185,6 +228,8 @@ impl Handle {
             shared.wait_peers_gone(Instant::now() + Duration::from_millis(500));
         }
         shared.writers.stop();
+        shared.refuser.stop();
+        shared.rate.flush_all();
         let unfinished = shared.jobs.drain(Instant::now() + Duration::from_secs(3));
         if unfinished > 0 {
             log::error!("{unfinished} statistics jobs did not finish before exit");
@@ -235,7 +280,6 @@ pub fn url_or_embedded(
 
 /// `wsbench server`: runs until Ctrl-C or SIGTERM.
 pub fn run(args: ServerArgs) -> Result<(), Error> {
-    raise_fd_limit(args.max_connections);
     let handle = start(args)?;
     {
         use std::io::Write;
@@ -248,16 +292,16 @@ pub fn run(args: ServerArgs) -> Result<(), Error> {
         "serving / and /image (response {}), /echo, /hello, /chat",
         handle.shared.args.response.as_str()
     );
+    log::info!("{}", handle.capacity.line());
     crate::signal::wait();
     log::info!("shutting down");
     handle.shutdown();
     Ok(())
 }
 
-/// Each connection holds one descriptor; the soft limit is often far
-/// below the hard one, so raise it and say when even the hard limit is
-/// too low for `--max-connections`.
-fn raise_fd_limit(max_connections: u32) {
+/// Each connection holds one descriptor and the soft limit is often far
+/// below the hard one: raise it. Returns the soft limit now in force.
+fn raise_fd_limit() -> u64 {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -265,26 +309,22 @@ fn raise_fd_limit(max_connections: u32) {
     // SAFETY: getrlimit/setrlimit only read and write the struct passed.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return;
+            return 1024;
         }
         if limit.rlim_cur < limit.rlim_max {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
         }
     }
-    let needed = max_connections as u64 + 64;
-    if limit.rlim_cur < needed {
-        log::warn!(
-            "open-file limit is {}, below the {} that --max-connections {} needs; connections past it will fail to be accepted",
-            limit.rlim_cur,
-            needed,
-            max_connections
-        );
-    }
+    limit.rlim_cur
 }
 
 fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
-    let mut warned_fd_limit = false;
     loop {
         let (stream, _) = match listener.accept() {
             Ok(accepted) => accepted,
@@ -293,10 +333,12 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
                 if e.raw_os_error() == Some(libc::EMFILE)
                     || e.raw_os_error() == Some(libc::ENFILE) =>
             {
-                if !warned_fd_limit {
-                    log::error!("cannot accept: {} (raise ulimit -n)", io_cause(&e));
-                    warned_fd_limit = true;
-                }
+                shared.rate.log(log::Level::Error, "accept-fd", || {
+                    format!(
+                        "cannot accept: {} (raise ulimit -n or lower --max-connections)",
+                        io_cause(&e)
+                    )
+                });
                 // Back off: the condition clears only when a connection
                 // closes, and retrying at once would spin a core.
                 thread::sleep(Duration::from_millis(10));
@@ -311,34 +353,37 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
             return;
         }
         let counters = &shared.counters;
-        if get(&counters.connections_current) >= shared.args.max_connections as u64 {
-            add(&counters.connections_rejected_total, 1);
-            refuse_busy(&stream, "connection limit reached");
+        if get(&counters.connections_current) >= u64::from(shared.args.max_connections) {
+            shared.refuser.refuse(stream, Why::Full);
             continue;
         }
         add(&counters.connections_current, 1);
         add(&counters.connections_total, 1);
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         let conn_shared = Arc::clone(shared);
+        // The thread takes the socket as a bare descriptor so that, if it
+        // cannot start, the socket is still ours to refuse readably.
+        let fd = stream.into_raw_fd();
         let spawned = thread::Builder::new()
             .name(format!("conn-{id}"))
             .stack_size(CONN_STACK)
-            .spawn(move || serve(&conn_shared, stream, id));
+            .spawn(move || {
+                // SAFETY: `fd` came from `into_raw_fd` above, and this
+                // closure, run once, is its only owner.
+                let stream = unsafe { TcpStream::from_raw_fd(fd) };
+                serve(&conn_shared, stream, id)
+            });
         if let Err(e) = spawned {
-            // The stream moved into the closure and is closed with it; the
-            // client sees a reset, which is all we can offer without a thread.
+            // SAFETY: a spawn that fails drops its closure without running
+            // it, so nothing else took ownership of `fd`.
+            let stream = unsafe { TcpStream::from_raw_fd(fd) };
             sub(&counters.connections_current, 1);
-            add(&counters.connections_rejected_total, 1);
-            log::error!("cannot start a connection thread: {e}");
+            shared.rate.log(log::Level::Error, "spawn", || {
+                format!("cannot start a connection thread: {e}")
+            });
+            shared.refuser.refuse(stream, Why::NoThread);
         }
     }
-}
-
-/// A 503 from the accept thread: the socket is fresh, so this short write
-/// lands in its empty send buffer without blocking.
-fn refuse_busy(stream: &TcpStream, why: &str) {
-    let _ = stream.set_nonblocking(true);
-    let _ = handshake::write_status(stream, 503, why, "Retry-After: 1\r\n");
 }
 
 /// Frees the connection's slot however its thread ends.

@@ -160,6 +160,7 @@ fn lines_typed_while_the_server_is_down_arrive_once_in_order_after_restart() {
         typist.type_line("after");
         // The next line is `after`: nothing was sent twice.
         assert_eq!(next_relayed(&mut watching), "after");
+        drop((typist, proc));
     });
 }
 
@@ -303,6 +304,8 @@ fn a_refused_connection_on_start_is_retried_and_queued_lines_follow() {
         let server = Server::start_on(port, &[]);
         let mut watching = watcher(&server);
         assert_eq!(next_relayed(&mut watching), "typed early");
+        // The client goes before the server checks it was given back all.
+        drop((typist, proc));
     });
 }
 

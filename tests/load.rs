@@ -107,15 +107,10 @@ fn connections_over_the_server_limit_are_counted_as_503() {
         assert_eq!(s["failures"]["503"], 30, "{s}");
         assert_eq!(s["failed"], 30, "{s}");
         assert_eq!(s["closed_cleanly"], 50, "{s}");
-        // At its limit the server refuses the metrics read too: said, not guessed.
-        assert!(s["server_connections_current"].is_null(), "{s}");
-        assert!(
-            s["server_connections_unavailable"]
-                .as_str()
-                .unwrap()
-                .contains("HTTP 503"),
-            "{s}"
-        );
+        // At its limit the server still answers the metrics read (#12):
+        // the refusing thread serves it, so it holds no slot itself.
+        assert_eq!(s["server_connections_current"], 50, "{s}");
+        assert!(s["server_connections_unavailable"].is_null(), "{s}");
         assert!(server.metric("wsbench_connections_rejected_total") >= 30);
     });
 }

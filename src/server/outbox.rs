@@ -15,7 +15,8 @@
 //!
 //! A member is dropped with 1008 when its queue overflows
 //! (`--max-queue`/`--max-queue-bytes`) or when its socket takes no byte
-//! for `--ping-timeout`; its close frame gets [`CLOSE_DEADLINE`] to leave,
+//! for `--ping-timeout`; its close frame gets [`CLOSE_DEADLINE`] (at most
+//! `--ping-timeout`) to leave,
 //! then the socket is shut down, which wakes its reader to end the
 //! connection.
 
@@ -35,8 +36,9 @@ use tungstenite::{Message, WebSocket};
 use crate::net::{Peer, WriteHalf};
 
 /// How long a dropped member's close frame may wait for room in its
-/// socket before the connection is cut without it.
-pub const CLOSE_DEADLINE: Duration = Duration::from_secs(1);
+/// socket before the connection is cut without it (never longer than
+/// --ping-timeout): long enough for a client that reads slowly to reach it.
+pub const CLOSE_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Messages one pool turn takes from a queue before letting other members
 /// go first: a busy room must not starve a quiet one.
@@ -184,6 +186,7 @@ struct Pool {
     wake: UnixStream,
     stopping: AtomicBool,
     stall_limit: Duration,
+    close_deadline: Duration,
 }
 
 impl Pool {
@@ -226,6 +229,7 @@ impl Writers {
             wake,
             stopping: AtomicBool::new(false),
             stall_limit,
+            close_deadline: CLOSE_DEADLINE.min(stall_limit),
         });
         let mut threads = Vec::with_capacity(WRITERS + 1);
         for i in 0..WRITERS {
@@ -423,13 +427,14 @@ fn start_close(pool: &Pool, outbox: Arc<Outbox>, now: Instant) {
         OVERFLOWED => "outgoing queue full: client is not reading",
         _ => "client is not reading",
     };
-    *outbox.close_by.lock().unwrap_or_else(|p| p.into_inner()) = Some(now + CLOSE_DEADLINE);
+    let close_by = now + pool.close_deadline;
+    *outbox.close_by.lock().unwrap_or_else(|p| p.into_inner()) = Some(close_by);
     outbox.fate.store(CLOSING, Ordering::Release);
     let peer = Arc::clone(&outbox.peer);
     match peer.try_write_nonblocking(|ws| peer.queue_close(ws, CloseCode::Policy, reason)) {
         Some((Ok(()), _)) => cut(&outbox),
         Some((result, _)) if would_block(&result) => {
-            pool.watch(outbox, now + CLOSE_DEADLINE, true);
+            pool.watch(outbox, close_by, true);
         }
         Some(_) => cut(&outbox),
         None => pool.watch(outbox, now + Duration::from_millis(2), false),

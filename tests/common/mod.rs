@@ -216,10 +216,16 @@ impl Drop for Typist {
 }
 
 /// `wsbench server --port 0 ARGS`, started and listening.
+///
+/// Dropping it checks that the server gave back everything the test took
+/// (see [`Server::assert_released`]): declare clients after the server, so
+/// they are gone first.
 pub struct Server {
     pub proc: Proc,
     /// `127.0.0.1:PORT`
     pub addr: String,
+    /// Threads of our server once listening; `None` for other servers.
+    baseline_threads: Option<usize>,
 }
 
 impl Server {
@@ -235,7 +241,15 @@ impl Server {
             .args(["server", "--port", &port.to_string()])
             .args(args);
         command.env("RUST_LOG", "info");
-        Self::from_command(command)
+        Self::start_command(command)
+    }
+
+    /// Our server from a command the caller prepared (limits, environment);
+    /// checked on drop like [`Server::start`]'s.
+    pub fn start_command(command: Command) -> Server {
+        let mut server = Self::from_command(command);
+        server.baseline_threads = Some(server.threads());
+        server
     }
 
     /// Any command that prints `listening on ws://HOST:PORT` when ready.
@@ -255,7 +269,42 @@ impl Server {
             .strip_prefix("listening on ws://")
             .unwrap()
             .to_string();
-        Server { proc, addr }
+        Server {
+            proc,
+            addr,
+            baseline_threads: None,
+        }
+    }
+
+    /// Threads the server process runs now.
+    pub fn threads(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/task", self.proc.child.id()))
+            .map(|tasks| tasks.count())
+            .unwrap_or(0)
+    }
+
+    /// Waits (10 s at most) until the server holds no connection but the
+    /// scrape asking, and runs the threads it ran when it started; panics
+    /// with both figures otherwise. A connection that never gives back its
+    /// slot or its thread is a leak no other check sees (#12).
+    pub fn assert_released(&self) {
+        let Some(baseline) = self.baseline_threads else {
+            return;
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let current = self.metric("wsbench_connections_current");
+            let threads = self.threads();
+            if current == 1 && threads == baseline {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not give back what the test took: \
+                 connections_current {current} (1 is the scrape), threads {threads} (baseline {baseline})"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -286,6 +335,15 @@ impl Server {
         self.proc
             .wait(limit)
             .unwrap_or_else(|| panic!("server did not exit within {limit:?} of SIGTERM"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let running = self.proc.exited.is_none() && matches!(self.proc.child.try_wait(), Ok(None));
+        if running && !thread::panicking() {
+            self.assert_released();
+        }
     }
 }
 

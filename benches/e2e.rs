@@ -21,10 +21,17 @@
 //!   for the 10,000-connection run) against a separate server process:
 //!   established, connections/s, handshake p99, connections lost while held.
 //!
+//! - capacity (#12): 10,000 idle `/chat` members at once (RSS each,
+//!   threads, memory maps, `/echo` still answering); a server filled past
+//!   its measured capacity (aborts, resets, readable 503s); 10,000 chat
+//!   sessions in a row (leaked connections and threads).
+//!
 //! Writes target/bench/results.md and target/bench/results.json.
 //! WSBENCH_QUICK=1 runs a smaller pass; words after `--` pick sections
-//! (serial, parallel, http, chat, scale, pingpong, load).
+//! (serial, parallel, http, chat, scale, pingpong, load, capacity).
 
+#[path = "common/capacity.rs"]
+mod capacity;
 #[path = "common/pinning.rs"]
 mod pinning;
 
@@ -786,6 +793,9 @@ fn main() {
             "1,000 connections spread over the open ones".into(),
         );
     }
+    if wants("capacity") {
+        capacity_section(quick, &mut add);
+    }
     if wants("pingpong") {
         // pingpong (#7): the subcommand's own runs, each beside a raw-TCP
         // 16-byte request/reply measured just before it; pinned like the
@@ -899,6 +909,91 @@ fn main() {
     }
 
     write_results(&figures, quick, &only);
+}
+
+/// #12's targets: every figure measured on a server process of its own.
+fn capacity_section(
+    quick: bool,
+    add: &mut impl FnMut(&str, f64, &'static str, Option<(String, bool)>, String),
+) {
+    let members = if quick { 2000 } else { 10_000 };
+    let server = start_server(&["--max-connections", "10100"]);
+    let m = capacity::idle_members(&server.1, server.0.id(), members);
+    let mut server = server;
+    let alive = matches!(server.0.try_wait(), Ok(None));
+    add(
+        &format!("capacity: idle /chat members held at once (of {members})"),
+        m.held as f64,
+        "members",
+        Some((
+            format!("{members}, server alive, /echo answering"),
+            m.held == members && alive && m.echo_ok,
+        )),
+        format!(
+            "{} threads, {} memory maps; /echo {}",
+            m.threads,
+            m.maps,
+            if m.echo_ok { "answered" } else { "FAILED" }
+        ),
+    );
+    add(
+        "capacity: server RSS per idle /chat member",
+        m.rss_per_kib,
+        "KiB",
+        Some(("<= 25 KiB".into(), m.rss_per_kib <= 25.0)),
+        format!(
+            "all left: {}",
+            if m.released {
+                "everything given back"
+            } else {
+                "LEAKED"
+            }
+        ),
+    );
+    drop(server);
+
+    let mut server = start_server(&["--max-connections", "20000"]);
+    let extra = if quick { 200 } else { 1000 };
+    let fill = capacity::fill_past_capacity(&server.1, server.0.id(), extra);
+    let alive = matches!(server.0.try_wait(), Ok(None));
+    add(
+        "capacity: filled past capacity, refusals read as 503",
+        fill.refused_readable as f64,
+        "refusals",
+        Some((
+            "0 aborts, 0 resets, every refusal a readable 503".into(),
+            alive
+                && fill.resets == 0
+                && fill.other == 0
+                && fill.accepted + fill.refused_readable == fill.attempted,
+        )),
+        format!(
+            "capacity {} (measured by the server), {} attempted, {} accepted, {} resets, {} other errors, {} maps at the peak; server {}",
+            fill.capacity,
+            fill.attempted,
+            fill.accepted,
+            fill.resets,
+            fill.other,
+            fill.maps,
+            if alive { "alive" } else { "DEAD" }
+        ),
+    );
+    drop(server);
+
+    let sessions = if quick { 2000 } else { 10_000 };
+    let server = start_server(&[]);
+    let (rate, released, leaked, threads) =
+        capacity::chat_churn(&server.1, server.0.id(), sessions);
+    add(
+        &format!("capacity: {sessions} chat sessions in a row"),
+        rate,
+        "per s",
+        Some((
+            "0 leaked connections, threads back to baseline".into(),
+            released,
+        )),
+        format!("{leaked} connections left open, {threads} threads above baseline"),
+    );
 }
 
 fn write_results(figures: &[Figure], quick: bool, only: &[String]) {

@@ -56,7 +56,7 @@ pub use reader::{FrameReader, ReadError};
 /// asks the kernel for when nothing large is in flight. The server's reader
 /// touches its pages only as bytes arrive; tungstenite's client reader
 /// zero-fills it on every read, so keep it small.
-pub const READ_CHUNK: usize = 16 * 1024;
+pub const READ_CHUNK: usize = 4 * 1024;
 
 /// The reading side of the socket: reads count as liveness, writes vanish.
 ///

@@ -353,6 +353,11 @@ fn write_some(outbox: &Outbox) -> Turn {
                 let take = queue.messages.len().min(TURN - sent);
                 let batch: Vec<Message> = queue.messages.drain(..take).collect();
                 queue.bytes -= batch.iter().map(Message::len).sum::<usize>();
+                // A burst (a room's joins) grows the queue; an idle member
+                // should not keep that capacity for good.
+                if queue.messages.is_empty() && queue.messages.capacity() > 16 {
+                    queue.messages = VecDeque::new();
+                }
                 batch
             };
             if batch.is_empty() {

@@ -364,7 +364,7 @@ fn write_some(outbox: &Outbox) -> Turn {
                 return Turn::Done;
             }
             sent += batch.len();
-            let turn = write_batch(peer, ws, batch);
+            let turn = write_batch(outbox, ws, batch);
             if !matches!(turn, Turn::Done) {
                 return turn;
             }
@@ -386,11 +386,13 @@ fn write_some(outbox: &Outbox) -> Turn {
 
 /// Buffers `batch` in the writer and flushes it in one write where the
 /// socket has room: one syscall for a burst is what lets a reading client
-/// keep up with a fast room.
-fn write_batch(peer: &Peer, ws: &mut WebSocket<WriteHalf>, batch: Vec<Message>) -> Turn {
+/// keep up with a fast room. What the socket did not take goes back to the
+/// front of the queue, in order.
+fn write_batch(outbox: &Outbox, ws: &mut WebSocket<WriteHalf>, batch: Vec<Message>) -> Turn {
     let (mut count, mut bytes) = (0, 0);
     let mut result = Ok(());
-    for message in batch {
+    let mut batch = batch.into_iter();
+    for message in batch.by_ref() {
         let len = message.len() as u64;
         result = ws.write(message);
         // A write that would block has still queued the message in the
@@ -403,10 +405,20 @@ fn write_batch(peer: &Peer, ws: &mut WebSocket<WriteHalf>, batch: Vec<Message>) 
             break;
         }
     }
+    let rest: Vec<Message> = batch.collect();
+    if !rest.is_empty() {
+        let mut queue = outbox.lock();
+        if queue.dropped.is_none() {
+            queue.bytes += rest.iter().map(Message::len).sum::<usize>();
+            for message in rest.into_iter().rev() {
+                queue.messages.push_front(message);
+            }
+        }
+    }
     if result.is_ok() {
         result = ws.flush();
     }
-    peer.count_sent(count, bytes);
+    outbox.peer.count_sent(count, bytes);
     match result {
         Ok(()) => Turn::Done,
         Err(err) => outcome(err),

@@ -85,10 +85,14 @@ pub struct ServerArgs {
     /// Drop a connection whose handshake is not complete by then.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub handshake_timeout: Duration,
+    /// Close a keep-alive HTTP connection that sends no new request for this long.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
     /// Ping every connection this often.
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     pub ping_interval: Duration,
-    /// Close a connection that sends nothing for this long after a ping.
+    /// Close a connection that sends nothing for this long after a ping;
+    /// also how long any write to a peer may make no progress.
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     pub ping_timeout: Duration,
     /// Chat: messages that may wait for one client; past that (or past

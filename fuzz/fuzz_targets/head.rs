@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use wsbench::metrics::ServerCounters;
-use wsbench::server::handshake::{Decision, decide_upgrade, parse_head, route};
+use wsbench::server::handshake::{Decision, check_head, decide_upgrade, parse_head, route};
 use wsbench::server::http::respond;
 
 fuzz_target!(|data: &[u8]| {
@@ -14,6 +14,7 @@ fuzz_target!(|data: &[u8]| {
     };
     assert!(len <= data.len());
     let _ = route(&head.target);
+    let _ = check_head(&head);
     if head.wants_upgrade() {
         if let Decision::Accept { response, .. } = decide_upgrade(&head) {
             assert!(response.starts_with("HTTP/1.1 101 "));

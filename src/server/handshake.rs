@@ -7,8 +7,8 @@
 //! over, so it is strict about sizes and never panics on input.
 
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
-use std::time::Instant;
+use std::net::{Shutdown, TcpStream};
+use std::time::{Duration, Instant};
 
 use tungstenite::handshake::derive_accept_key;
 
@@ -103,6 +103,8 @@ pub enum HeadError {
     Malformed(String),
     /// Head over [`MAX_HEAD`] (answer 431).
     TooLarge,
+    /// More header fields than [`MAX_HEADERS`] (answer 431).
+    TooManyHeaders,
     Io(io::Error),
 }
 
@@ -160,6 +162,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
     let len = match request.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
         Err(e) => return Err(HeadError::Malformed(e.to_string())),
     };
     let headers = request
@@ -182,13 +185,78 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
     )))
 }
 
-/// The outcome of an upgrade request.
-#[derive(Debug)]
-pub enum Upgrade {
-    /// 101 sent; go on as a WebSocket on this endpoint.
-    Accepted(Endpoint),
-    /// Refused with this status and reason (already sent).
-    Refused(u16, String),
+/// A head the server will not act on: the status to answer and why. The
+/// connection is closed after it: once a head is in doubt, so is where the
+/// next request would start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    pub why: String,
+}
+
+fn refusal(status: u16, why: impl Into<String>) -> Refusal {
+    Refusal {
+        status,
+        why: why.into(),
+    }
+}
+
+/// The checks every request head passes before it is served, plain or
+/// upgrade; returns the body length it announces.
+///
+/// - HTTP/1.1 needs exactly one `Host` (RFC 9112 §3.2).
+/// - `Content-Length` is digits only, and several must agree (RFC 9112
+///   §6.3: anything else makes the message's end unknowable).
+/// - A body in chunks is refused with 411: we read by length only.
+pub fn check_head(head: &Head) -> Result<u64, Refusal> {
+    let hosts = head
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("host"))
+        .count();
+    if head.version == 1 && hosts == 0 {
+        return Err(refusal(400, "HTTP/1.1 request without Host"));
+    }
+    if hosts > 1 {
+        return Err(refusal(400, "more than one Host header"));
+    }
+    if head.header("transfer-encoding").is_some() {
+        return Err(refusal(
+            411,
+            "chunked bodies are not accepted; send Content-Length",
+        ));
+    }
+    let mut length: Option<u64> = None;
+    for value in head
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        .flat_map(|(_, v)| v.split(','))
+    {
+        let value = value.trim();
+        let parsed = (!value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| value.parse::<u64>().ok())
+            .flatten()
+            .ok_or_else(|| refusal(400, format!("bad Content-Length `{value}`")))?;
+        match length {
+            Some(seen) if seen != parsed => {
+                return Err(refusal(400, "conflicting Content-Length values"));
+            }
+            _ => length = Some(parsed),
+        }
+    }
+    Ok(length.unwrap_or(0))
+}
+
+/// Whether `key` is what RFC 6455 §4.2.1 asks of `Sec-WebSocket-Key`: the
+/// base64 of 16 bytes, which is 22 characters of the alphabet and `==`.
+pub fn is_websocket_key(key: &str) -> bool {
+    let bytes = key.as_bytes();
+    bytes.len() == 24
+        && bytes.ends_with(b"==")
+        && bytes[..22]
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')
 }
 
 /// What to answer an upgrade request: a pure function of the head, so
@@ -229,9 +297,19 @@ pub fn decide_upgrade(head: &Head) -> Decision {
             "Sec-WebSocket-Version: 13\r\n",
         );
     }
+    if let Err(Refusal { status, why }) = check_head(head) {
+        return refuse(status, why, "");
+    }
     let Some(key) = head.header("sec-websocket-key").filter(|k| !k.is_empty()) else {
         return refuse(400, "missing Sec-WebSocket-Key".into(), "");
     };
+    if !is_websocket_key(key) {
+        return refuse(
+            400,
+            "Sec-WebSocket-Key is not the base64 of 16 bytes".into(),
+            "",
+        );
+    }
     let Some(endpoint) = route(&head.target) else {
         return refuse(404, format!("no websocket endpoint at {}", head.target), "");
     };
@@ -244,16 +322,28 @@ pub fn decide_upgrade(head: &Head) -> Decision {
     }
 }
 
-/// Answers an upgrade request on `stream`: 101, or the refusal.
-pub fn answer_upgrade(stream: &TcpStream, head: &Head) -> io::Result<Upgrade> {
-    match decide_upgrade(head) {
-        Decision::Accept { endpoint, response } => {
-            (&*stream).write_all(response.as_bytes())?;
-            Ok(Upgrade::Accepted(endpoint))
+/// Answers with a closing error status the client can read: our sending
+/// side is shut down first and what the client still sends is read and
+/// discarded for a moment, since closing with input unread makes the kernel
+/// send a reset that can destroy the answer (RFC 9112 §9.6).
+pub fn refuse(stream: &TcpStream, status: u16, why: &str, extra: &str) {
+    if write_status(stream, status, why, extra).is_err() {
+        return;
+    }
+    let _ = stream.shutdown(Shutdown::Write);
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut sink = [0u8; 4096];
+    let mut drained = 0;
+    while drained < 1 << 20 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return;
         }
-        Decision::Refuse { status, why, extra } => {
-            write_status(stream, status, &why, extra)?;
-            Ok(Upgrade::Refused(status, why))
+        match (&*stream).read(&mut sink) {
+            Ok(0) => return,
+            Ok(n) => drained += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return,
         }
     }
 }
@@ -322,6 +412,70 @@ mod tests {
         assert_eq!(route("/chat/a/b"), None);
         assert_eq!(route("/nope"), None);
         assert_eq!(route("/image/extra"), None);
+    }
+
+    fn head(text: &str) -> Head {
+        parse_head(text.as_bytes()).unwrap().unwrap().0
+    }
+
+    #[test]
+    fn heads_are_checked_as_rfc_9112_asks() {
+        let status = |text: &str| check_head(&head(text)).map_err(|r| r.status);
+        assert_eq!(status("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), Ok(0));
+        assert_eq!(status("GET / HTTP/1.0\r\n\r\n"), Ok(0));
+        assert_eq!(status("GET / HTTP/1.1\r\n\r\n"), Err(400));
+        assert_eq!(
+            status("GET / HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n"),
+            Err(400)
+        );
+        let cl = |values: &str| {
+            status(&format!(
+                "POST / HTTP/1.1\r\nHost: a\r\n{}\r\n",
+                values
+                    .split('|')
+                    .map(|v| format!("Content-Length: {v}\r\n"))
+                    .collect::<String>()
+            ))
+        };
+        assert_eq!(cl("4"), Ok(4));
+        assert_eq!(cl("4|4"), Ok(4));
+        assert_eq!(cl("4, 4"), Ok(4));
+        assert_eq!(cl("4|5"), Err(400));
+        for bad in ["+4", "-4", "4 4", "0x4", "", "99999999999999999999999"] {
+            assert_eq!(cl(bad), Err(400), "{bad:?}");
+        }
+        assert_eq!(
+            status("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Err(411)
+        );
+    }
+
+    #[test]
+    fn websocket_keys_are_the_base64_of_16_bytes() {
+        assert!(is_websocket_key("dGhlIHNhbXBsZSBub25jZQ=="));
+        assert!(is_websocket_key("AAAAAAAAAAAAAAAAAAAA+/=="));
+        for bad in [
+            "",
+            "abc",
+            "dGhlIHNhbXBsZSBub25jZQ",
+            "dGhlIHNhbXBsZSBub25jZQ=",
+            "dGhlIHNhbXBsZSBub25j!Q==",
+            "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+        ] {
+            assert!(!is_websocket_key(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn too_many_header_fields_is_its_own_error() {
+        let text = format!(
+            "GET / HTTP/1.1\r\nHost: a\r\n{}\r\n",
+            "X: y\r\n".repeat(MAX_HEADERS + 1)
+        );
+        assert!(matches!(
+            parse_head(text.as_bytes()),
+            Err(HeadError::TooManyHeaders)
+        ));
     }
 
     #[test]

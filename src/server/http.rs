@@ -7,15 +7,17 @@
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Instant;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
 
 use super::Shared;
-use super::handshake::{self, Head, HeadError, reason_phrase, route};
+use super::handshake::{self, Head, reason_phrase, route};
 use super::image::text_reply;
 use crate::metrics::{ServerCounters, add, get};
 
 /// Serves `head` (already read into `buf`) and every request after it on
-/// this connection.
+/// this connection. Writes give up after `--ping-timeout` without progress
+/// (the socket's write timeout, set by the caller).
 pub fn serve(
     shared: &Shared,
     stream: &TcpStream,
@@ -24,37 +26,33 @@ pub fn serve(
     mut head_len: usize,
     mut buf: Vec<u8>,
 ) {
-    // An idle keep-alive connection is dropped after as long as the
-    // server waits for a silent WebSocket peer.
-    let idle = shared.args.ping_interval + shared.args.ping_timeout;
+    let args = &shared.args;
     loop {
         add(&shared.counters.http_requests_total, 1);
         let keep_alive = match head.version {
             0 => head.has_token("connection", "keep-alive"),
             _ => !head.has_token("connection", "close"),
         };
-        if head.header("transfer-encoding").is_some() {
-            let _ = handshake::write_status(
-                stream,
-                411,
-                "chunked bodies are not accepted; send Content-Length",
-                "",
-            );
-            return;
-        }
-        let body_len = match head.header("content-length").map(str::parse::<usize>) {
-            None => 0,
-            Some(Ok(len)) => len,
-            Some(Err(_)) => {
-                let _ = handshake::write_status(stream, 400, "bad Content-Length", "");
+        let body_len = match handshake::check_head(&head) {
+            Ok(len) => len,
+            Err(refusal) => {
+                add(&shared.counters.handshake_failures_total, 1);
+                log::info!(
+                    "conn {id}: refused with {}: {}",
+                    refusal.status,
+                    refusal.why
+                );
+                handshake::refuse(stream, refusal.status, &refusal.why, "");
                 return;
             }
         };
-        if body_len > shared.args.max_message_size {
-            let _ = handshake::write_status(stream, 413, "body over --max-message-size", "");
+        if body_len > args.max_message_size as u64 {
+            log::info!("conn {id}: refused with 413: a {body_len}-byte body");
+            handshake::refuse(stream, 413, "body over --max-message-size", "");
             return;
         }
-        let deadline = Instant::now() + shared.args.handshake_timeout;
+        let body_len = body_len as usize;
+        let deadline = Instant::now() + args.handshake_timeout;
         if !read_body(stream, &mut buf, head_len + body_len, deadline) {
             log::debug!("conn {id}: request body did not arrive");
             return;
@@ -77,16 +75,29 @@ pub fn serve(
         if head.method != "HEAD" {
             response.push_str(&text);
         }
-        if (&*stream).write_all(response.as_bytes()).is_err() || !keep_alive {
+        if let Err(e) = (&*stream).write_all(response.as_bytes()) {
+            log::info!(
+                "conn {id}: response not taken within --ping-timeout, closed: {}",
+                crate::error::io_cause(&e)
+            );
+            return;
+        }
+        if !keep_alive {
             return;
         }
         buf.drain(..head_len + body_len);
-        match handshake::read_head(stream, &mut buf, Instant::now() + idle) {
+        // Waiting for the next request is idling; once its first byte is
+        // in, the head must be whole within the handshake timeout.
+        if buf.is_empty() && !readable_within(stream, args.idle_timeout) {
+            log::debug!("conn {id}: idle past --idle-timeout, closed");
+            return;
+        }
+        match handshake::read_head(stream, &mut buf, Instant::now() + args.handshake_timeout) {
             Ok((next, len)) => {
                 if next.wants_upgrade() {
                     // An upgrade after plain requests on one connection is
                     // legal but no client does it; say so rather than guess.
-                    let _ = handshake::write_status(
+                    handshake::refuse(
                         stream,
                         400,
                         "upgrade must be the first request of a connection",
@@ -97,26 +108,46 @@ pub fn serve(
                 head = next;
                 head_len = len;
             }
-            Err(HeadError::Malformed(why)) => {
-                log::info!("conn {id}: malformed request head: {why}");
-                let _ = handshake::write_status(stream, 400, "malformed request", "");
-                return;
-            }
-            Err(_) => return,
+            Err(err) => return super::refuse_head(shared, stream, id, err),
+        }
+    }
+}
+
+/// Whether the peer sends something (or closes) within `limit`.
+fn readable_within(stream: &TcpStream, limit: Duration) -> bool {
+    let mut fd = libc::pollfd {
+        fd: stream.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let millis = left.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: one pollfd on the stack, valid for the call; the stream
+        // keeps its descriptor open.
+        match unsafe { libc::poll(&mut fd, 1, millis) } {
+            1 => return true,
+            0 => return false,
+            // Interrupted by a signal: the deadline still holds.
+            _ if !left.is_zero() => {}
+            _ => return false,
         }
     }
 }
 
 /// Reads until `buf` holds `want` bytes; false if the peer or the clock
-/// ran out first.
+/// ran out first. The buffer grows with what arrives, never ahead of it
+/// by more than a read's worth: an announced length is only a claim.
 fn read_body(stream: &TcpStream, buf: &mut Vec<u8>, want: usize, deadline: Instant) -> bool {
+    const STEP: usize = 64 * 1024;
     while buf.len() < want {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
             return false;
         }
         let start = buf.len();
-        buf.resize(want, 0);
+        buf.resize(start + (want - start).min(STEP), 0);
         match (&*stream).read(&mut buf[start..]) {
             Ok(0) => return false,
             Ok(n) => buf.truncate(start + n),

@@ -26,7 +26,7 @@ pub mod outbox;
 pub mod refuse;
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -44,7 +44,7 @@ use crate::metrics::{ServerCounters, add, get, sub};
 use crate::net::{Conn, Control, End, Heartbeat, Peer, Stop};
 use capacity::Capacity;
 use chat::{ChatConn, Hub};
-use handshake::{Endpoint, HeadError, Upgrade};
+use handshake::{Decision, Endpoint, HeadError};
 use image::{ImageConn, Jobs};
 use lograte::RateLog;
 use outbox::{Dropped, Writers};
@@ -401,6 +401,9 @@ fn serve(shared: &Arc<Shared>, stream: TcpStream, id: u64) {
     // client that has seen our FIN also sees the connection counted out.
     let slot = Slot(&shared.counters);
     let _ = stream.set_nodelay(true);
+    // Every write to this peer, plain HTTP or WebSocket, gives up after
+    // --ping-timeout without progress.
+    let _ = stream.set_write_timeout(Some(shared.args.ping_timeout));
     let deadline = Instant::now() + shared.args.handshake_timeout;
     let mut buf = Vec::new();
     let (head, head_len) = match handshake::read_head(&stream, &mut buf, deadline) {
@@ -411,16 +414,21 @@ fn serve(shared: &Arc<Shared>, stream: TcpStream, id: u64) {
         http::serve(shared, &stream, id, head, head_len, buf);
         return;
     }
-    let endpoint = match handshake::answer_upgrade(&stream, &head) {
-        Ok(Upgrade::Accepted(endpoint)) => endpoint,
-        Ok(Upgrade::Refused(status, why)) => {
+    let endpoint = match handshake::decide_upgrade(&head) {
+        Decision::Accept { endpoint, response } => {
+            if let Err(e) = (&stream).write_all(response.as_bytes()) {
+                add(&shared.counters.handshake_failures_total, 1);
+                log::debug!("conn {id}: handshake reply failed: {}", io_cause(&e));
+                return;
+            }
+            endpoint
+        }
+        Decision::Refuse { status, why, extra } => {
+            // Counted before the answer: whoever reads the answer and then
+            // the metrics sees it counted.
             add(&shared.counters.handshake_failures_total, 1);
             log::info!("conn {id}: handshake refused with {status}: {why}");
-            return;
-        }
-        Err(e) => {
-            add(&shared.counters.handshake_failures_total, 1);
-            log::debug!("conn {id}: handshake reply failed: {}", io_cause(&e));
+            handshake::refuse(&stream, status, &why, extra);
             return;
         }
     };
@@ -517,6 +525,7 @@ fn hello(peer: &Peer, message: Message) -> Result<(), Stop> {
     Ok(())
 }
 
+/// Answers a head that could not be read whole, and logs it once.
 fn refuse_head(shared: &Shared, stream: &TcpStream, id: u64, err: HeadError) {
     let counters = &shared.counters;
     match err {
@@ -528,12 +537,17 @@ fn refuse_head(shared: &Shared, stream: &TcpStream, id: u64, err: HeadError) {
         HeadError::Malformed(why) => {
             add(&counters.handshake_failures_total, 1);
             log::info!("conn {id}: malformed request head: {why}");
-            let _ = handshake::write_status(stream, 400, "malformed request", "");
+            handshake::refuse(stream, 400, "malformed request", "");
         }
         HeadError::TooLarge => {
             add(&counters.handshake_failures_total, 1);
             log::info!("conn {id}: request head over {} bytes", handshake::MAX_HEAD);
-            let _ = handshake::write_status(stream, 431, "request head too large", "");
+            handshake::refuse(stream, 431, "request head too large", "");
+        }
+        HeadError::TooManyHeaders => {
+            add(&counters.handshake_failures_total, 1);
+            log::info!("conn {id}: request head with too many header fields");
+            handshake::refuse(stream, 431, "too many header fields", "");
         }
         HeadError::Io(e) => log::debug!("conn {id}: {}", io_cause(&e)),
     }

@@ -47,6 +47,12 @@
 //! `stop` after `stop` closed the connection would loop). The next typed
 //! line reconnects.
 //!
+//! End of input ends the run once every line is delivered. On a terminal
+//! the client waits for that as long as it takes (Ctrl-C gives up); with
+//! stdin a pipe or a file nobody is there to press Ctrl-C, so it gives up
+//! `--give-up-after` after the end of input, names how many lines were not
+//! delivered and exits 1 (see #13).
+//!
 //! # Terminal
 //!
 //! On a terminal, stdin goes through rustyline (editing, history) and
@@ -110,7 +116,8 @@ pub fn run(args: ChatArgs) -> Result<(), Error> {
         url: args.url.clone(),
         why,
     })?;
-    let interactive = io::stdin().is_terminal() && io::stdout().is_terminal();
+    let stdin_is_terminal = io::stdin().is_terminal();
+    let interactive = stdin_is_terminal && io::stdout().is_terminal();
     let (input_tx, input_rx) = crossbeam_channel::unbounded();
     let console = if interactive {
         start_editor(input_tx)?
@@ -129,6 +136,9 @@ pub fn run(args: ChatArgs) -> Result<(), Error> {
         next_ping_seq: 0,
         ever_connected: false,
         input_ended: false,
+        stdin_is_terminal,
+        give_up_at: None,
+        last_failure: None,
     };
     chat.start_connecting();
     chat.run(&input_rx)
@@ -231,11 +241,15 @@ impl Outgoing {
 }
 
 /// How the controller loop ends.
+#[derive(Clone, Copy)]
 enum Finish {
     /// End of input and nothing left to send: close in order.
     Done,
     /// Ctrl-C or SIGTERM: close now, whatever is queued.
     Interrupted,
+    /// Input ended (not on a terminal) and `--give-up-after` passed with
+    /// lines still undelivered.
+    GaveUp,
 }
 
 struct Chat {
@@ -249,6 +263,13 @@ struct Chat {
     next_ping_seq: u64,
     ever_connected: bool,
     input_ended: bool,
+    stdin_is_terminal: bool,
+    /// When lines still undelivered are given up (stdin not a terminal,
+    /// input ended).
+    give_up_at: Option<Instant>,
+    /// Why the last connection attempt or connection failed, for the
+    /// give-up line.
+    last_failure: Option<String>,
 }
 
 impl Chat {
@@ -261,15 +282,15 @@ impl Chat {
             if matches!(self.link, Link::Idle) && self.out.unsent() > 0 {
                 self.start_connecting();
             }
-            if self.input_ended && self.out.unsent() == 0 {
+            // Done once every line is delivered. Lines written but not yet
+            // confirmed wait for their pong: if the connection died under
+            // them, that pong never comes and they go out again.
+            if self.input_ended && self.out.lines.is_empty() {
                 match &self.link {
-                    // Written lines are confirmed by the close reply.
-                    Link::Up(_) => break Finish::Done,
                     // An attempt under way ends first: its error (a 404,
                     // say) is worth reporting even with nothing to send.
                     Link::Connecting(_) => {}
-                    _ if self.out.lines.is_empty() => break Finish::Done,
-                    _ => {}
+                    _ => break Finish::Done,
                 }
             }
             let input = if self.input_ended { &never() } else { input };
@@ -290,8 +311,10 @@ impl Chat {
                 Link::Connecting(rx) => rx.clone(),
                 _ => never(),
             };
+            let give_up = self.give_up_at.map_or_else(never, crossbeam_channel::at);
             select! {
                 recv(interrupts) -> _ => break Finish::Interrupted,
+                recv(give_up) -> _ => break Finish::GaveUp,
                 recv(input) -> got => match got {
                     Ok(Input::Line(line)) => self.out.push(line),
                     Ok(Input::End) | Err(_) => self.end_of_input(),
@@ -315,16 +338,39 @@ impl Chat {
                 },
             }
         };
+        let undelivered = self.out.lines.len();
+        let last = match (&self.link, &self.last_failure) {
+            (Link::Connecting(_), None) => {
+                " (a connection attempt was still under way)".to_string()
+            }
+            (_, Some(why)) => format!(" (last: {why})"),
+            (_, None) => String::new(),
+        };
         self.finish(finish);
+        if matches!(finish, Finish::GaveUp) {
+            return Err(Error::Other(format!(
+                "{undelivered} line(s) not delivered to {}: gave up {} after the end of input (--give-up-after){last}",
+                self.url.text,
+                seconds(self.args.give_up_after),
+            )));
+        }
         Ok(())
     }
 
     fn end_of_input(&mut self) {
         self.input_ended = true;
+        if !self.stdin_is_terminal {
+            self.give_up_at = Some(Instant::now() + self.args.give_up_after);
+        }
         let waiting = self.out.lines.len();
-        if waiting > 0 && matches!(self.link, Link::Waiting(_)) {
+        if waiting > 0 && !matches!(self.link, Link::Up(_)) {
+            let how = if self.stdin_is_terminal {
+                "Ctrl-C gives up".to_string()
+            } else {
+                format!("giving up in {}", seconds(self.args.give_up_after))
+            };
             self.console.status(&format!(
-                "end of input: {waiting} line(s) wait for a connection (Ctrl-C gives up)"
+                "end of input: {waiting} line(s) wait for a connection ({how})"
             ));
         }
     }
@@ -451,6 +497,7 @@ impl Chat {
     }
 
     fn drop_link(&mut self, why: &str) {
+        self.last_failure = Some(why.to_string());
         if let Link::Up(conn) = &self.link {
             // Wakes the reader, which then ends.
             let _ = conn.stream.shutdown(Shutdown::Both);
@@ -506,6 +553,7 @@ impl Chat {
                 cause: err.to_string(),
             });
         }
+        self.last_failure = Some(err.to_string());
         self.console.status(&format!(
             "cannot connect to {}: {err}; retrying in {}",
             self.url.text,

@@ -198,6 +198,10 @@ pub struct ChatArgs {
     /// order of preference.
     #[arg(long = "subprotocol", value_name = "NAME")]
     pub subprotocols: Vec<String>,
+    /// With stdin not a terminal: once input has ended, give up on lines
+    /// not yet delivered after this long, and exit 1.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub give_up_after: Duration,
 }
 
 /// Parses `Name: value` into a valid HTTP header name and value.
@@ -403,6 +407,7 @@ mod tests {
         assert_eq!(args.ping_interval, Duration::from_secs(1));
         assert_eq!(args.pong_timeout, Duration::from_secs(3));
         assert_eq!(args.reconnect_max_delay, Duration::from_secs(10));
+        assert_eq!(args.give_up_after, Duration::from_secs(30));
     }
 
     #[test]

@@ -1,0 +1,224 @@
+//! The client commands against small misbehaving servers (#13): a peer
+//! that accepts and never answers the handshake, one that shakes hands and
+//! then never replies, one that resets the connection on the first
+//! message, one that answers binary where text is due, and a
+//! WebSocket-only server that answers plain HTTP with 426. Each command
+//! must end within its bounds, say what failed in one `error:` line, and
+//! exit 1; none may hang or report success.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use crossbeam_channel::{Receiver, Sender, unbounded};
+
+const LIMIT: Duration = Duration::from_secs(90);
+/// Every peer socket gives up after this, so no peer thread outlives its test
+/// by long even if a client never closes.
+const PEER_IO: Duration = Duration::from_secs(20);
+
+/// What a peer does with one accepted connection; it may report events.
+type Serve = fn(TcpStream, &Sender<String>);
+
+/// A server on 127.0.0.1:0 that runs `serve` on a thread per connection.
+/// Dropping it stops the accept loop.
+struct Peer {
+    addr: String,
+    events: Receiver<String>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Peer {
+    fn start(serve: Serve) -> Peer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, events) = unbounded();
+        let stopping = Arc::clone(&stop);
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopping.load(Ordering::Acquire) {
+                    return;
+                }
+                let Ok(stream) = stream else { return };
+                let _ = stream.set_read_timeout(Some(PEER_IO));
+                let _ = stream.set_write_timeout(Some(PEER_IO));
+                let tx = tx.clone();
+                thread::spawn(move || serve(stream, &tx));
+            }
+        });
+        Peer { addr, events, stop }
+    }
+
+    fn ws(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        // Wakes the accept loop so that it sees the flag.
+        let _ = TcpStream::connect(&self.addr);
+    }
+}
+
+/// Reads until the client closes (or the peer's read timeout).
+fn drain(mut stream: TcpStream) {
+    let mut sink = [0u8; 4096];
+    while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+}
+
+/// Accepts the TCP connection and never answers the handshake. Reports
+/// `accepted` for each connection.
+fn never_replies(stream: TcpStream, events: &Sender<String>) {
+    let _ = events.send("accepted".into());
+    drain(stream);
+}
+
+/// Reads a request head; returns it with the stream.
+fn read_head(stream: &TcpStream) -> String {
+    let mut reader = BufReader::new(stream);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            return head;
+        }
+        head.push_str(&line);
+    }
+}
+
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// Answers the upgrade whose head was read; false if it was not one.
+fn answer_upgrade(mut stream: &TcpStream, head: &str) -> bool {
+    let Some(key) = header(head, "sec-websocket-key") else {
+        return false;
+    };
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let response = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    );
+    stream.write_all(response.as_bytes()).is_ok()
+}
+
+/// Completes the handshake, then reads and never replies.
+fn silent_after_handshake(stream: TcpStream, _: &Sender<String>) {
+    let head = read_head(&stream);
+    if answer_upgrade(&stream, &head) {
+        drain(stream);
+    }
+}
+
+/// The `error:` lines of a run's stderr.
+fn error_lines(stderr: &str) -> Vec<&str> {
+    stderr.lines().filter(|l| l.starts_with("error:")).collect()
+}
+
+/// `wsbench chat --url URL ARGS` with stdin a pipe, and its typist.
+fn chat(url: &str, args: &[&str]) -> (Proc, Typist) {
+    let mut command = Command::new(BIN);
+    command
+        .args(["chat", "--url", url])
+        .args(args)
+        .stdin(Stdio::piped());
+    let mut proc = Proc::spawn_with_stdin(command);
+    let typist = Typist::new(&mut proc);
+    (proc, typist)
+}
+
+/// Types `lines`, ends the input, and returns the exit status, the time
+/// from the end of input to the exit, and stderr.
+fn chat_until_exit(
+    url: &str,
+    args: &[&str],
+    lines: &[&str],
+) -> (std::process::ExitStatus, Duration, String) {
+    let (mut proc, typist) = chat(url, args);
+    for line in lines {
+        typist.type_line(line);
+    }
+    let ended = Instant::now();
+    drop(typist);
+    let status = proc.wait(Duration::from_secs(20)).unwrap_or_else(|| {
+        panic!(
+            "chat still running 20 s after the end of input: {:?}",
+            proc.stderr.all()
+        )
+    });
+    let took = ended.elapsed();
+    // Waits for the stderr reader to reach EOF, which follows the exit.
+    proc.stderr.wait_for("\u{0}", Duration::from_secs(2));
+    (status, took, proc.stderr.all().join("\n"))
+}
+
+#[test]
+fn chat_from_a_pipe_gives_up_on_a_server_that_never_completes_the_handshake() {
+    with_timeout("chat_gives_up_on_a_silent_handshake", LIMIT, || {
+        let peer = Peer::start(never_replies);
+        let (status, took, stderr) = chat_until_exit(
+            &peer.ws("/chat"),
+            &["--give-up-after", "1s", "--pong-timeout", "500ms"],
+            &["one", "two", "three"],
+        );
+        assert_eq!(status.code(), Some(1), "{stderr}");
+        let errors = error_lines(&stderr);
+        assert_eq!(errors.len(), 1, "{stderr}");
+        let line = errors[0];
+        assert!(
+            line.starts_with(&format!(
+                "error: 3 line(s) not delivered to {}: gave up 1.0 s after the end of input",
+                peer.ws("/chat")
+            )),
+            "{line}"
+        );
+        assert!(line.contains("handshake failed: timed out"), "{line}");
+        assert!(
+            took >= Duration::from_secs(1) && took < Duration::from_secs(5),
+            "gave up {took:?} after the end of input"
+        );
+        assert!(peer.events.try_iter().count() >= 1, "chat never tried");
+    });
+}
+
+#[test]
+fn chat_from_a_pipe_gives_up_on_lines_a_peer_never_confirms() {
+    with_timeout("chat_gives_up_on_unconfirmed_lines", LIMIT, || {
+        // The handshake completes, so the lines are written; no pong ever
+        // proves they were read, and every new connection is the same.
+        let peer = Peer::start(silent_after_handshake);
+        let (status, _, stderr) = chat_until_exit(
+            &peer.ws("/chat"),
+            &[
+                "--give-up-after",
+                "1500ms",
+                "--pong-timeout",
+                "500ms",
+                "--ping-interval",
+                "200ms",
+            ],
+            &["unheard"],
+        );
+        assert_eq!(status.code(), Some(1), "{stderr}");
+        let errors = error_lines(&stderr);
+        assert_eq!(errors.len(), 1, "{stderr}");
+        assert!(
+            errors[0].starts_with("error: 1 line(s) not delivered to "),
+            "{stderr}"
+        );
+        assert!(errors[0].contains("no pong within 0.5 s"), "{stderr}");
+    });
+}

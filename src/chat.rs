@@ -44,8 +44,11 @@
 //!
 //! A close frame from the server ends the conversation in order: lines
 //! written before it count as delivered and are not resent (resending
-//! `stop` after `stop` closed the connection would loop). The next typed
-//! line reconnects.
+//! `stop` after `stop` closed the connection would loop). After a 1000
+//! close (or one without a code) the next typed line reconnects; after any
+//! other code (1001 going away, 1012 restarting) the client reconnects at
+//! once with the usual backoff, so someone watching a room sees it come
+//! back after a server restart without typing (see #13).
 //!
 //! End of input ends the run once every line is delivered. On a terminal
 //! the client waits for that as long as it takes (Ctrl-C gives up); with
@@ -455,14 +458,30 @@ impl Chat {
                     code: CloseCode::from(code),
                     reason: "".into(),
                 });
+                let code = reply.as_ref().map(|f| u16::from(f.code));
                 let _ = conn.writer.close(reply);
                 let _ = conn.writer.flush();
                 let _ = conn.stream.shutdown(Shutdown::Both);
                 self.out.closed_by_server();
-                self.link = Link::Idle;
-                self.console.status(&format!(
-                    "closed by server: {said}; the next line reconnects"
-                ));
+                match code {
+                    // Closed on purpose (`stop`): come back when asked to.
+                    None | Some(1000) => {
+                        self.link = Link::Idle;
+                        self.console.status(&format!(
+                            "closed by server: {said}; the next line reconnects"
+                        ));
+                    }
+                    // Going away, restarting, or a fault: nobody asked to
+                    // leave, so come back as after a dead connection.
+                    Some(_) => {
+                        self.last_failure = Some(format!("closed by server: {said}"));
+                        self.console.status(&format!(
+                            "closed by server: {said}; reconnecting in {}",
+                            seconds(self.delay)
+                        ));
+                        self.wait_before_retry();
+                    }
+                }
             }
             Event::Lost(why) => self.lost(&why),
         }

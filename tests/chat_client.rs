@@ -385,3 +385,73 @@ fn a_path_the_server_refuses_on_start_is_an_error_not_a_retry() {
         );
     });
 }
+
+#[test]
+fn a_server_restart_close_1001_reconnects_without_a_typed_line() {
+    with_timeout("chat_reconnects_after_1001", LIMIT, || {
+        // #13: someone watching a room must see it come back by itself.
+        let port = free_port();
+        let mut server = Server::start_on(port, &[]);
+        let (proc, _typist) = chat(&server.url("/chat"), &["--reconnect-max-delay", "1s"]);
+        expect_line(&proc.stderr, "connected to ws://", "connect", &proc);
+        expect_line(&proc.stdout, "< Hello from server", "greeting", &proc);
+        // SIGTERM: the server closes every client with 1001, then exits.
+        assert!(server.terminate(WAIT).success());
+        let line = expect_line(&proc.stderr, "closed by server", "close", &proc);
+        assert!(line.contains("code 1001"), "{line}");
+        assert!(line.contains("reconnecting in 0.5 s"), "{line}");
+        let _server = Server::start_on(port, &[]);
+        expect_line(&proc.stderr, "connected to ws://", "reconnect", &proc);
+        expect_line(
+            &proc.stdout,
+            "< Hello from server",
+            "second greeting",
+            &proc,
+        );
+    });
+}
+
+#[test]
+fn a_restarting_close_1012_reconnects_at_once_with_backoff() {
+    with_timeout("chat_reconnects_after_1012", LIMIT, || {
+        // The first connection is closed with 1012; every later one is held.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, accepted) = unbounded();
+        thread::spawn(move || {
+            for (n, stream) in listener.incoming().enumerate() {
+                let Ok(stream) = stream else { return };
+                let tx = tx.clone();
+                thread::spawn(move || {
+                    let mut stream = answer_handshake(stream, &[]);
+                    let _ = tx.send(Instant::now());
+                    if n == 0 {
+                        let reason = b"restarting";
+                        let mut close = vec![0x88, 2 + reason.len() as u8];
+                        close.extend_from_slice(&1012u16.to_be_bytes());
+                        close.extend_from_slice(reason);
+                        stream.write_all(&close).unwrap();
+                    }
+                    let mut sink = [0u8; 4096];
+                    while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+                });
+            }
+        });
+        let (proc, _typist) = chat(&format!("ws://{addr}/chat"), &[]);
+        accepted.recv_timeout(WAIT).expect("the client connects");
+        let line = expect_line(&proc.stderr, "closed by server", "close", &proc);
+        assert!(
+            line.contains("code 1012, reason \"restarting\"; reconnecting in 0.5 s"),
+            "{line}"
+        );
+        let closed = Instant::now();
+        accepted
+            .recv_timeout(WAIT)
+            .expect("the client reconnects with no line typed");
+        let after = closed.elapsed();
+        assert!(
+            after < Duration::from_secs(3),
+            "reconnected {after:?} after the close"
+        );
+    });
+}

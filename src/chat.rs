@@ -62,7 +62,9 @@
 //! incoming lines go through its external printer, which clears the line
 //! being typed, prints, and redraws it. Status lines take the same path
 //! when stderr is that terminal too; when stderr is redirected they go
-//! there, as always.
+//! there, as always. rustyline restores the terminal only when `readline`
+//! returns, which it never does when a signal ends the run, so the
+//! terminal's settings are saved at start and put back on the way out.
 
 use std::collections::VecDeque;
 use std::io::{self, BufRead, IsTerminal, Write};
@@ -122,6 +124,13 @@ pub fn run(args: ChatArgs) -> Result<(), Error> {
     let stdin_is_terminal = io::stdin().is_terminal();
     let interactive = stdin_is_terminal && io::stdout().is_terminal();
     let (input_tx, input_rx) = crossbeam_channel::unbounded();
+    // Saved before rustyline switches to raw mode; dropped (restoring it)
+    // however run() ends.
+    let _terminal = if interactive {
+        TerminalModes::save()
+    } else {
+        None
+    };
     let console = if interactive {
         start_editor(input_tx)?
     } else {
@@ -764,6 +773,38 @@ impl Console {
             return;
         }
         let _ = io::stderr().lock().write_all(line.as_bytes());
+    }
+}
+
+/// The terminal's settings as they were before rustyline's raw mode, put
+/// back on drop. rustyline restores them itself only when `readline`
+/// returns; a run ended by SIGTERM or SIGINT leaves its thread blocked in
+/// `readline`, and the shell would be left without echo or line editing
+/// (see #13).
+struct TerminalModes {
+    fd: libc::c_int,
+    saved: libc::termios,
+}
+
+impl TerminalModes {
+    fn save() -> Option<TerminalModes> {
+        let fd = libc::STDIN_FILENO;
+        // SAFETY: termios is plain old data; tcgetattr fills it in or fails.
+        let mut saved: libc::termios = unsafe { std::mem::zeroed() };
+        // SAFETY: fd is stdin, `saved` is a valid termios to write into.
+        if unsafe { libc::tcgetattr(fd, &mut saved) } != 0 {
+            return None;
+        }
+        Some(TerminalModes { fd, saved })
+    }
+}
+
+impl Drop for TerminalModes {
+    fn drop(&mut self) {
+        // SAFETY: `saved` came from tcgetattr on the same descriptor.
+        unsafe {
+            libc::tcsetattr(self.fd, libc::TCSANOW, &self.saved);
+        }
     }
 }
 

@@ -169,6 +169,11 @@ pub struct BenchArgs {
     /// Limit for each connect, send and receive.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// Stop the run after this many failed messages in a row (a server
+    /// that accepts and never replies would otherwise cost --count ×
+    /// --timeout); 0 never stops.
+    #[arg(long, default_value_t = 10)]
+    pub max_failures: u64,
     /// Write one CSV row per message to FILE.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
@@ -408,6 +413,14 @@ mod tests {
         assert_eq!(args.pong_timeout, Duration::from_secs(3));
         assert_eq!(args.reconnect_max_delay, Duration::from_secs(10));
         assert_eq!(args.give_up_after, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn bench_stops_after_ten_failures_in_a_row_by_default() {
+        let Command::Bench(args) = Cli::parse_from(["wsbench", "bench"]).command else {
+            unreachable!("parsed from the `bench` subcommand")
+        };
+        assert_eq!(args.max_failures, 10);
     }
 
     #[test]

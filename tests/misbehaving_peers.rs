@@ -222,3 +222,71 @@ fn chat_from_a_pipe_gives_up_on_lines_a_peer_never_confirms() {
         assert!(errors[0].contains("no pong within 0.5 s"), "{stderr}");
     });
 }
+
+#[test]
+fn bench_stops_after_max_failures_against_a_peer_that_never_replies() {
+    with_timeout("bench_stops_after_max_failures", LIMIT, || {
+        let peer = Peer::start(silent_after_handshake);
+        let dir = tempdir();
+        for mode in ["serial", "serial-short", "parallel"] {
+            let csv = dir.join(format!("{mode}.csv"));
+            let started = Instant::now();
+            // Without a stop this is 1000 × 200 ms.
+            let run = wsbench(
+                &[
+                    "bench",
+                    "--url",
+                    &peer.ws("/"),
+                    "--mode",
+                    mode,
+                    "--concurrency",
+                    "2",
+                    "--count",
+                    "1000",
+                    "--size",
+                    "1000",
+                    "--timeout",
+                    "200ms",
+                    "--max-failures",
+                    "3",
+                    "--out",
+                    csv.to_str().unwrap(),
+                ],
+                Duration::from_secs(30),
+            );
+            let stdout = text(&run.stdout);
+            let stderr = text(&run.stderr);
+            assert_eq!(run.status.code(), Some(1), "{mode}: {stderr}");
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{mode}: {:?}",
+                started.elapsed()
+            );
+            assert_eq!(stderr.trim().lines().count(), 1, "{mode}: {stderr}");
+            assert!(
+                stderr.starts_with(
+                    "error: stopped after 3 failed messages in a row (--max-failures 3): "
+                ),
+                "{mode}: {stderr}"
+            );
+            assert!(stderr.contains("reply: timed out"), "{mode}: {stderr}");
+            // The summary is still printed, with the failures.
+            let rows = std::fs::read_to_string(&csv).unwrap().lines().count() - 1;
+            let failed = if mode == "parallel" {
+                // Both workers' messages under way finish: 3 or 4.
+                assert!((3..=4).contains(&rows), "{mode}: {rows} rows");
+                rows
+            } else {
+                assert_eq!(rows, 3, "{mode}");
+                3
+            };
+            assert!(
+                stdout.contains(&format!(
+                    "messages:   0 ok, {failed} failed (stopped after 3 failed in a row: --max-failures)"
+                )),
+                "{mode}: {stdout}"
+            );
+            assert!(stderr.contains(&format!("{failed} of {failed} sent failed")));
+        }
+    });
+}

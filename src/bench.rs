@@ -75,6 +75,9 @@ pub struct Summary {
     /// Stopped after `--max-failures` failed messages in a row.
     pub stopped_after_failures: bool,
     pub max_failures: u64,
+    /// Replies `--verify` could check by their length only (`Received:
+    /// {len}`: a fast-mode or Python asyncio server sends no statistics).
+    pub verified_lengths_only: u64,
     pub wall_s: f64,
     pub messages_per_s: f64,
     pub mb_per_s: f64,
@@ -90,6 +93,8 @@ struct Job {
     payload: Vec<u8>,
     expected: Option<ImageStats>,
     timeout: Duration,
+    /// Replies verified by their length alone.
+    lengths_only: AtomicU64,
 }
 
 /// Counts failed messages in a row, shared by every client thread; a
@@ -148,6 +153,7 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
         payload,
         expected,
         timeout: args.timeout,
+        lengths_only: AtomicU64::new(0),
     };
     let streak = FailureStreak::new(args.max_failures);
     let progress = crate::progress::bar(args.count, "messages");
@@ -376,9 +382,18 @@ fn exchange(
     if let Some(frame) = next {
         net::masked::encode(net::masked::BINARY, &job.payload, frame);
     }
-    let reply = loop {
+    let reply = read_reply(ws);
+    // A failed message's row still says how long its reply (a close, a
+    // binary message) or the wait for it took (see #13).
+    record.recv_s = received.elapsed().as_secs_f64();
+    check_reply(&reply?, job)
+}
+
+/// Reads up to the next text message; Err names what came instead.
+fn read_reply(ws: &mut WebSocket<std::net::TcpStream>) -> Result<tungstenite::Utf8Bytes, String> {
+    loop {
         match ws.read() {
-            Ok(Message::Text(text)) => break text,
+            Ok(Message::Text(text)) => return Ok(text),
             Ok(Message::Binary(_)) => return Err("reply: binary message, expected text".into()),
             Ok(Message::Close(frame)) => {
                 return Err(match frame {
@@ -398,16 +413,19 @@ fn exchange(
             }
             Err(e) => return Err(format!("reply: {}", crate::error::ws_cause(&e))),
         }
-    };
-    record.recv_s = received.elapsed().as_secs_f64();
-    check_reply(&reply, job)
+    }
 }
 
 fn check_reply(reply: &str, job: &Job) -> Result<(), String> {
     match &job.expected {
-        Some(expected) => stats::parse_reply(reply)
-            .and_then(|parsed| parsed.check(expected))
-            .map_err(|e| format!("verify: {e}")),
+        Some(expected) => {
+            let parsed = stats::parse_reply(reply).map_err(|e| format!("verify: {e}"))?;
+            parsed.check(expected).map_err(|e| format!("verify: {e}"))?;
+            if let stats::Reply::LenOnly { .. } = parsed {
+                job.lengths_only.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(())
+        }
         None if reply.starts_with("Error") => Err(format!("server said: {reply}")),
         None => Ok(()),
     }
@@ -466,6 +484,7 @@ fn summarise(
         interrupted: !stopped && (records.len() as u64) < args.count,
         stopped_after_failures: stopped,
         max_failures: args.max_failures,
+        verified_lengths_only: job.lengths_only.load(Ordering::Relaxed),
         wall_s,
         messages_per_s: ok as f64 / wall_s,
         mb_per_s: (ok as f64 * args.size as f64) / 1e6 / wall_s,
@@ -503,6 +522,17 @@ fn print_summary(s: &Summary, json: bool) {
         String::new()
     };
     let _ = writeln!(out, "messages:   {} ok, {} failed{ended}", s.ok, s.failed);
+    if s.verified_lengths_only > 0 {
+        let _ = if s.verified_lengths_only == s.ok {
+            writeln!(out, "verified lengths only: the server sends no statistics")
+        } else {
+            writeln!(
+                out,
+                "verified lengths only for {} of {} replies: the server sent no statistics in them",
+                s.verified_lengths_only, s.ok
+            )
+        };
+    }
     let _ = writeln!(out, "wall time:  {:.3} s", s.wall_s);
     let _ = writeln!(
         out,

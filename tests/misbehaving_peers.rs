@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use crossbeam_channel::{Receiver, Sender, unbounded};
+use tungstenite::protocol::Role;
+use tungstenite::{Message, WebSocket};
 
 const LIMIT: Duration = Duration::from_secs(90);
 /// Every peer socket gives up after this, so no peer thread outlives its test
@@ -120,6 +122,22 @@ fn silent_after_handshake(stream: TcpStream, _: &Sender<String>) {
     let head = read_head(&stream);
     if answer_upgrade(&stream, &head) {
         drain(stream);
+    }
+}
+
+/// Completes the handshake and answers every message with a binary one.
+fn replies_binary(stream: TcpStream, _: &Sender<String>) {
+    let head = read_head(&stream);
+    if !answer_upgrade(&stream, &head) {
+        return;
+    }
+    let mut ws = WebSocket::from_raw_socket(stream, Role::Server, None);
+    while let Ok(message) = ws.read() {
+        if (message.is_binary() || message.is_text())
+            && ws.send(Message::binary(&b"no"[..])).is_err()
+        {
+            return;
+        }
     }
 }
 
@@ -287,6 +305,41 @@ fn bench_stops_after_max_failures_against_a_peer_that_never_replies() {
                 "{mode}: {stdout}"
             );
             assert!(stderr.contains(&format!("{failed} of {failed} sent failed")));
+        }
+    });
+}
+
+#[test]
+fn bench_failed_rows_record_how_long_the_reply_took() {
+    with_timeout("bench_failed_rows_record_recv_s", LIMIT, || {
+        let peer = Peer::start(replies_binary);
+        let csv = tempdir().join("binary.csv");
+        let run = wsbench(
+            &[
+                "bench",
+                "--url",
+                &peer.ws("/"),
+                "--count",
+                "3",
+                "--size",
+                "1000",
+                "--out",
+                csv.to_str().unwrap(),
+            ],
+            Duration::from_secs(30),
+        );
+        assert_eq!(run.status.code(), Some(1), "{}", text(&run.stderr));
+        let rows: Vec<csv::StringRecord> = csv::Reader::from_path(&csv)
+            .unwrap()
+            .records()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(rows.len(), 3);
+        for row in rows {
+            assert_eq!(&row[6], "false", "{row:?}");
+            assert_eq!(&row[7], "reply: binary message, expected text", "{row:?}");
+            let recv_s: f64 = row[4].parse().unwrap();
+            assert!(recv_s > 0.0, "a reply arrived, recv_s is {recv_s}: {row:?}");
         }
     });
 }

@@ -125,6 +125,19 @@ fn silent_after_handshake(stream: TcpStream, _: &Sender<String>) {
     }
 }
 
+/// Completes the handshake; on the first bytes after it, resets.
+fn resets_on_first_message(mut stream: TcpStream, _: &Sender<String>) {
+    let head = read_head(&stream);
+    if !answer_upgrade(&stream, &head) {
+        return;
+    }
+    let mut first = [0u8; 1];
+    if matches!(stream.read(&mut first), Ok(1)) {
+        // Linger 0: close() sends RST instead of FIN.
+        let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+    }
+}
+
 /// Completes the handshake and answers every message with a binary one.
 fn replies_binary(stream: TcpStream, _: &Sender<String>) {
     let head = read_head(&stream);
@@ -341,5 +354,58 @@ fn bench_failed_rows_record_how_long_the_reply_took() {
             let recv_s: f64 = row[4].parse().unwrap();
             assert!(recv_s > 0.0, "a reply arrived, recv_s is {recv_s}: {row:?}");
         }
+    });
+}
+
+/// `load` of 4 connections in one batch against `url`, held 0 s.
+fn small_load(url: &str) -> std::process::Output {
+    wsbench(
+        &[
+            "load",
+            "--url",
+            url,
+            "--rounds",
+            "1",
+            "--batch-size",
+            "4",
+            "--workers",
+            "1",
+            "--hold",
+            "0s",
+            "--timeout",
+            "300ms",
+        ],
+        Duration::from_secs(30),
+    )
+}
+
+#[test]
+fn load_fails_when_every_round_trip_times_out() {
+    with_timeout("load_fails_when_round_trips_time_out", LIMIT, || {
+        let peer = Peer::start(silent_after_handshake);
+        let run = small_load(&peer.ws("/"));
+        let stderr = text(&run.stderr);
+        assert_eq!(run.status.code(), Some(1), "{stderr}");
+        assert_eq!(
+            stderr.trim(),
+            "error: 4 of 4 connections failed: 4 round trip: timed out"
+        );
+        let stdout = text(&run.stdout);
+        assert!(stdout.contains("round trips:  0 ok, 4 failed"), "{stdout}");
+    });
+}
+
+#[test]
+fn load_fails_when_every_connection_is_reset() {
+    with_timeout("load_fails_when_connections_are_reset", LIMIT, || {
+        let peer = Peer::start(resets_on_first_message);
+        let run = small_load(&peer.ws("/"));
+        let stderr = text(&run.stderr);
+        assert_eq!(run.status.code(), Some(1), "{stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with("error: 4 of 4 connections failed: 4 round trip: connection reset"),
+            "{stderr}"
+        );
     });
 }

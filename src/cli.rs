@@ -240,6 +240,8 @@ pub enum HttpMode {
     NewConnection,
     /// Both, one after the other, each beside the same WebSocket run.
     Both,
+    /// No HTTP runs: WebSocket figures only (for a WebSocket-only server).
+    None,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -260,7 +262,7 @@ pub struct PingpongArgs {
     #[arg(long, value_name = "URL")]
     pub http_url: Option<String>,
     /// keepalive: one connection for all requests; new-connection: one per
-    /// request; both: one run of each.
+    /// request; both: one run of each; none: WebSocket only.
     #[arg(long, value_enum, default_value_t = HttpMode::Keepalive)]
     pub http_mode: HttpMode,
     /// Also write the Markdown report to FILE.

@@ -154,6 +154,25 @@ fn replies_binary(stream: TcpStream, _: &Sender<String>) {
     }
 }
 
+/// A WebSocket-only server, as node's `ws`: `Pong!` to every text message,
+/// 426 to plain HTTP. Reports `http` for each plain request.
+fn websocket_only(mut stream: TcpStream, events: &Sender<String>) {
+    let head = read_head(&stream);
+    if answer_upgrade(&stream, &head) {
+        let mut ws = WebSocket::from_raw_socket(stream, Role::Server, None);
+        while let Ok(message) = ws.read() {
+            if message.is_text() && ws.send(Message::text("Pong!")).is_err() {
+                return;
+            }
+        }
+        return;
+    }
+    let _ = events.send("http".into());
+    let _ = stream.write_all(
+        b"HTTP/1.1 426 Upgrade Required\r\nContent-Type: text/plain\r\nContent-Length: 16\r\nConnection: close\r\n\r\nUpgrade Required",
+    );
+}
+
 /// The `error:` lines of a run's stderr.
 fn error_lines(stderr: &str) -> Vec<&str> {
     stderr.lines().filter(|l| l.starts_with("error:")).collect()
@@ -406,6 +425,117 @@ fn load_fails_when_every_connection_is_reset() {
         assert!(
             stderr.starts_with("error: 4 of 4 connections failed: 4 round trip: connection reset"),
             "{stderr}"
+        );
+    });
+}
+
+const RUNS: &str = "| Server | Qt pings | Start | End | Duration |";
+
+/// The first cells of every row of the table under `header`.
+fn table(report: &str, header: &str) -> Vec<Vec<String>> {
+    report
+        .lines()
+        .skip_while(|l| *l != header)
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            l.trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().to_string())
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn pingpong_keeps_the_websocket_figures_when_the_http_side_fails() {
+    with_timeout("pingpong_keeps_ws_figures", LIMIT, || {
+        let peer = Peer::start(websocket_only);
+        let report = tempdir().join("report.md");
+        let run = wsbench(
+            &[
+                "pingpong",
+                "20",
+                "30",
+                "--ws-url",
+                &peer.ws("/"),
+                "--report",
+                report.to_str().unwrap(),
+            ],
+            Duration::from_secs(30),
+        );
+        let stderr = text(&run.stderr);
+        assert_eq!(run.status.code(), Some(1), "{stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with(
+                "error: the HTTP side failed, so the report has its WebSocket figures only: "
+            ) && stderr.contains("got HTTP 426"),
+            "{stderr}"
+        );
+        let stdout = text(&run.stdout);
+        let file = std::fs::read_to_string(&report).unwrap();
+        assert_eq!(
+            stdout.trim_end(),
+            file.trim_end(),
+            "stdout and --report differ"
+        );
+        let runs: Vec<(String, String)> = table(&stdout, RUNS)
+            .into_iter()
+            .map(|r| (r[0].clone(), r[1].clone()))
+            .collect();
+        let ws = |n: &str| ("WebSocket".to_string(), n.to_string());
+        assert_eq!(runs, [ws("20"), ws("30")], "{stdout}");
+        let versus = table(
+            &stdout,
+            "| Qt pings | WS (s) | HTTP (s) | HTTP - WS (s) | HTTP / WS |",
+        );
+        assert_eq!(versus.len(), 2, "{stdout}");
+        for row in versus {
+            assert!(row[1].parse::<f64>().unwrap() > 0.0, "{row:?}");
+            assert_eq!(row[2..], ["", "", ""], "{row:?}");
+        }
+        let why = stdout
+            .lines()
+            .find(|l| l.starts_with("- HTTP cells are empty: "))
+            .unwrap_or_else(|| panic!("no line saying why: {stdout}"));
+        assert!(why.contains("HTTP 426"), "{why}");
+        // One plain request, then no more HTTP tries.
+        assert_eq!(peer.events.try_iter().count(), 1);
+    });
+}
+
+#[test]
+fn pingpong_http_mode_none_measures_only_the_websocket_side() {
+    with_timeout("pingpong_http_mode_none", LIMIT, || {
+        let peer = Peer::start(websocket_only);
+        let run = wsbench(
+            &[
+                "pingpong",
+                "20",
+                "--ws-url",
+                &peer.ws("/"),
+                "--http-mode",
+                "none",
+            ],
+            Duration::from_secs(30),
+        );
+        assert!(run.status.success(), "{}", text(&run.stderr));
+        let stdout = text(&run.stdout);
+        let runs = table(&stdout, RUNS);
+        assert_eq!(runs.len(), 1, "{stdout}");
+        assert_eq!(runs[0][..2], ["WebSocket", "20"], "{stdout}");
+        let versus = table(&stdout, "| Qt pings | WS (s) |");
+        assert_eq!(versus.len(), 1, "{stdout}");
+        assert_eq!(versus[0].len(), 2, "{stdout}");
+        assert!(
+            stdout.contains("- HTTP: not measured (--http-mode none)"),
+            "{stdout}"
+        );
+        assert_eq!(
+            peer.events.try_iter().count(),
+            0,
+            "no HTTP request was sent"
         );
     });
 }

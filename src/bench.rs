@@ -7,10 +7,15 @@
 //! command runs the whole experiment. With `--url` it talks to any server
 //! that replies to a binary message with one text message: ours, or the
 //! original Python asyncio server whose reply is `Received: {len}`.
+//!
+//! A run stops early after `--max-failures` failed messages in a row: a
+//! server that accepts and never replies would otherwise hold the run for
+//! `--count` × `--timeout` (see #13). What was measured is still
+//! summarised and written, and the run exits 1.
 
 use std::io::Write;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -67,6 +72,12 @@ pub struct Summary {
     pub ok: u64,
     pub failed: u64,
     pub interrupted: bool,
+    /// Stopped after `--max-failures` failed messages in a row.
+    pub stopped_after_failures: bool,
+    pub max_failures: u64,
+    /// Replies `--verify` could check by their length only (`Received:
+    /// {len}`: a fast-mode or Python asyncio server sends no statistics).
+    pub verified_lengths_only: u64,
     pub wall_s: f64,
     pub messages_per_s: f64,
     pub mb_per_s: f64,
@@ -82,6 +93,41 @@ struct Job {
     payload: Vec<u8>,
     expected: Option<ImageStats>,
     timeout: Duration,
+    /// Replies verified by their length alone.
+    lengths_only: AtomicU64,
+}
+
+/// Counts failed messages in a row, shared by every client thread; a
+/// success resets it. `max` 0 never stops.
+struct FailureStreak {
+    max: u64,
+    in_a_row: AtomicU64,
+    stopped: AtomicBool,
+}
+
+impl FailureStreak {
+    fn new(max: u64) -> FailureStreak {
+        FailureStreak {
+            max,
+            in_a_row: AtomicU64::new(0),
+            stopped: AtomicBool::new(false),
+        }
+    }
+
+    fn record(&self, ok: bool) {
+        if ok {
+            self.in_a_row.store(0, Ordering::Relaxed);
+            return;
+        }
+        let in_a_row = self.in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.max > 0 && in_a_row >= self.max {
+            self.stopped.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn stopped(&self) -> bool {
+        self.stopped.load(Ordering::Relaxed)
+    }
 }
 
 pub fn run(args: BenchArgs) -> Result<(), Error> {
@@ -107,13 +153,15 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
         payload,
         expected,
         timeout: args.timeout,
+        lengths_only: AtomicU64::new(0),
     };
+    let streak = FailureStreak::new(args.max_failures);
     let progress = crate::progress::bar(args.count, "messages");
     let started = Instant::now();
     let records = match args.mode {
-        BenchMode::Serial => run_serial(&job, args.count, &progress, true)?,
-        BenchMode::SerialShort => run_serial(&job, args.count, &progress, false)?,
-        BenchMode::Parallel => run_parallel(&job, args.count, args.concurrency, &progress),
+        BenchMode::Serial => run_serial(&job, args.count, &progress, &streak, true)?,
+        BenchMode::SerialShort => run_serial(&job, args.count, &progress, &streak, false)?,
+        BenchMode::Parallel => run_parallel(&job, args.count, args.concurrency, &progress, &streak),
     };
     let wall = started.elapsed();
     progress.finish_and_clear();
@@ -124,7 +172,7 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
     if let Some(path) = &args.out {
         write_csv(path, &records)?;
     }
-    let summary = summarise(&args, &job, &records, wall);
+    let summary = summarise(&args, &job, &records, wall, streak.stopped());
     print_summary(&summary, args.json);
 
     let failed: Vec<&Record> = records.iter().filter(|r| !r.ok).collect();
@@ -137,6 +185,15 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
         return Err(Error::Connect {
             url: job.url.text.clone(),
             cause: cause.to_string(),
+        });
+    }
+    if let Some(first) = failed.first().filter(|_| summary.stopped_after_failures) {
+        return Err(Error::StoppedAfterFailures {
+            max: args.max_failures,
+            failed: failed.len() as u64,
+            sent: records.len() as u64,
+            unsent: args.count - records.len() as u64,
+            first: format!("message {}: {}", first.idx, first.error),
         });
     }
     if let Some(first) = failed.first() {
@@ -161,13 +218,14 @@ fn run_serial(
     job: &Job,
     count: u64,
     progress: &ProgressBar,
+    streak: &FailureStreak,
     reuse: bool,
 ) -> Result<Vec<Record>, Error> {
     let mut records = Vec::with_capacity(count as usize);
     let mut socket: Option<WebSocket<std::net::TcpStream>> = None;
     let mut next_frame = Vec::new();
     for idx in 0..count {
-        if crate::signal::interrupted() {
+        if crate::signal::interrupted() || streak.stopped() {
             break;
         }
         let mut record = Record::start(idx);
@@ -187,6 +245,7 @@ fn run_serial(
                 Err(e) => {
                     record.error = format!("connect: {e}");
                     record.total_s = started.elapsed().as_secs_f64();
+                    streak.record(false);
                     records.push(record);
                     progress.inc(1);
                     continue;
@@ -209,6 +268,7 @@ fn run_serial(
         if let Some(ws) = socket.take_if(|_| !reuse) {
             close(ws);
         }
+        streak.record(record.ok);
         records.push(record);
         progress.inc(1);
     }
@@ -219,7 +279,15 @@ fn run_serial(
 }
 
 /// A connection per message on OS threads, at most `concurrency` at once.
-fn run_parallel(job: &Job, count: u64, concurrency: u32, progress: &ProgressBar) -> Vec<Record> {
+/// With `streak`, workers take no new message once it says stop; messages
+/// already under way finish.
+fn run_parallel(
+    job: &Job,
+    count: u64,
+    concurrency: u32,
+    progress: &ProgressBar,
+    streak: &FailureStreak,
+) -> Vec<Record> {
     let next = AtomicU64::new(0);
     let records = Mutex::new(Vec::with_capacity(count as usize));
     let workers = (concurrency as u64).min(count);
@@ -232,10 +300,12 @@ fn run_parallel(job: &Job, count: u64, concurrency: u32, progress: &ProgressBar)
                     let mut mine = Vec::new();
                     loop {
                         let idx = next.fetch_add(1, Ordering::Relaxed);
-                        if idx >= count || crate::signal::interrupted() {
+                        if idx >= count || crate::signal::interrupted() || streak.stopped() {
                             break;
                         }
-                        mine.push(one_short_message(job, idx));
+                        let record = one_short_message(job, idx);
+                        streak.record(record.ok);
+                        mine.push(record);
                         progress.inc(1);
                     }
                     records
@@ -312,9 +382,18 @@ fn exchange(
     if let Some(frame) = next {
         net::masked::encode(net::masked::BINARY, &job.payload, frame);
     }
-    let reply = loop {
+    let reply = read_reply(ws);
+    // A failed message's row still says how long its reply (a close, a
+    // binary message) or the wait for it took (see #13).
+    record.recv_s = received.elapsed().as_secs_f64();
+    check_reply(&reply?, job)
+}
+
+/// Reads up to the next text message; Err names what came instead.
+fn read_reply(ws: &mut WebSocket<std::net::TcpStream>) -> Result<tungstenite::Utf8Bytes, String> {
+    loop {
         match ws.read() {
-            Ok(Message::Text(text)) => break text,
+            Ok(Message::Text(text)) => return Ok(text),
             Ok(Message::Binary(_)) => return Err("reply: binary message, expected text".into()),
             Ok(Message::Close(frame)) => {
                 return Err(match frame {
@@ -334,16 +413,19 @@ fn exchange(
             }
             Err(e) => return Err(format!("reply: {}", crate::error::ws_cause(&e))),
         }
-    };
-    record.recv_s = received.elapsed().as_secs_f64();
-    check_reply(&reply, job)
+    }
 }
 
 fn check_reply(reply: &str, job: &Job) -> Result<(), String> {
     match &job.expected {
-        Some(expected) => stats::parse_reply(reply)
-            .and_then(|parsed| parsed.check(expected))
-            .map_err(|e| format!("verify: {e}")),
+        Some(expected) => {
+            let parsed = stats::parse_reply(reply).map_err(|e| format!("verify: {e}"))?;
+            parsed.check(expected).map_err(|e| format!("verify: {e}"))?;
+            if let stats::Reply::LenOnly { .. } = parsed {
+                job.lengths_only.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(())
+        }
         None if reply.starts_with("Error") => Err(format!("server said: {reply}")),
         None => Ok(()),
     }
@@ -370,7 +452,13 @@ fn write_csv(path: &std::path::Path, records: &[Record]) -> Result<(), Error> {
     writer.flush().map_err(|e| fail(crate::error::io_cause(&e)))
 }
 
-fn summarise(args: &BenchArgs, job: &Job, records: &[Record], wall: Duration) -> Summary {
+fn summarise(
+    args: &BenchArgs,
+    job: &Job,
+    records: &[Record],
+    wall: Duration,
+    stopped: bool,
+) -> Summary {
     let mut connect = Latency::default();
     let mut send = Latency::default();
     let mut recv = Latency::default();
@@ -393,7 +481,10 @@ fn summarise(args: &BenchArgs, job: &Job, records: &[Record], wall: Duration) ->
         count: records.len() as u64,
         ok,
         failed: records.len() as u64 - ok,
-        interrupted: (records.len() as u64) < args.count,
+        interrupted: !stopped && (records.len() as u64) < args.count,
+        stopped_after_failures: stopped,
+        max_failures: args.max_failures,
+        verified_lengths_only: job.lengths_only.load(Ordering::Relaxed),
         wall_s,
         messages_per_s: ok as f64 / wall_s,
         mb_per_s: (ok as f64 * args.size as f64) / 1e6 / wall_s,
@@ -420,13 +511,28 @@ fn print_summary(s: &Summary, json: bool) {
         "mode:       {} ({} bytes per message, {})",
         s.mode, s.size, s.url
     );
-    let _ = writeln!(
-        out,
-        "messages:   {} ok, {} failed{}",
-        s.ok,
-        s.failed,
-        if s.interrupted { " (interrupted)" } else { "" }
-    );
+    let ended = if s.interrupted {
+        " (interrupted)".to_string()
+    } else if s.stopped_after_failures {
+        format!(
+            " (stopped after {} failed in a row: --max-failures)",
+            s.max_failures
+        )
+    } else {
+        String::new()
+    };
+    let _ = writeln!(out, "messages:   {} ok, {} failed{ended}", s.ok, s.failed);
+    if s.verified_lengths_only > 0 {
+        let _ = if s.verified_lengths_only == s.ok {
+            writeln!(out, "verified lengths only: the server sends no statistics")
+        } else {
+            writeln!(
+                out,
+                "verified lengths only for {} of {} replies: the server sent no statistics in them",
+                s.verified_lengths_only, s.ok
+            )
+        };
+    }
     let _ = writeln!(out, "wall time:  {:.3} s", s.wall_s);
     let _ = writeln!(
         out,

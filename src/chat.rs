@@ -44,8 +44,17 @@
 //!
 //! A close frame from the server ends the conversation in order: lines
 //! written before it count as delivered and are not resent (resending
-//! `stop` after `stop` closed the connection would loop). The next typed
-//! line reconnects.
+//! `stop` after `stop` closed the connection would loop). After a 1000
+//! close (or one without a code) the next typed line reconnects; after any
+//! other code (1001 going away, 1012 restarting) the client reconnects at
+//! once with the usual backoff, so someone watching a room sees it come
+//! back after a server restart without typing (see #13).
+//!
+//! End of input ends the run once every line is delivered. On a terminal
+//! the client waits for that as long as it takes (Ctrl-C gives up); with
+//! stdin a pipe or a file nobody is there to press Ctrl-C, so it gives up
+//! `--give-up-after` after the end of input, names how many lines were not
+//! delivered and exits 1 (see #13).
 //!
 //! # Terminal
 //!
@@ -53,7 +62,9 @@
 //! incoming lines go through its external printer, which clears the line
 //! being typed, prints, and redraws it. Status lines take the same path
 //! when stderr is that terminal too; when stderr is redirected they go
-//! there, as always.
+//! there, as always. rustyline restores the terminal only when `readline`
+//! returns, which it never does when a signal ends the run, so the
+//! terminal's settings are saved at start and put back on the way out.
 
 use std::collections::VecDeque;
 use std::io::{self, BufRead, IsTerminal, Write};
@@ -110,8 +121,16 @@ pub fn run(args: ChatArgs) -> Result<(), Error> {
         url: args.url.clone(),
         why,
     })?;
-    let interactive = io::stdin().is_terminal() && io::stdout().is_terminal();
+    let stdin_is_terminal = io::stdin().is_terminal();
+    let interactive = stdin_is_terminal && io::stdout().is_terminal();
     let (input_tx, input_rx) = crossbeam_channel::unbounded();
+    // Saved before rustyline switches to raw mode; dropped (restoring it)
+    // however run() ends.
+    let _terminal = if interactive {
+        TerminalModes::save()
+    } else {
+        None
+    };
     let console = if interactive {
         start_editor(input_tx)?
     } else {
@@ -129,6 +148,9 @@ pub fn run(args: ChatArgs) -> Result<(), Error> {
         next_ping_seq: 0,
         ever_connected: false,
         input_ended: false,
+        stdin_is_terminal,
+        give_up_at: None,
+        last_failure: None,
     };
     chat.start_connecting();
     chat.run(&input_rx)
@@ -231,11 +253,15 @@ impl Outgoing {
 }
 
 /// How the controller loop ends.
+#[derive(Clone, Copy)]
 enum Finish {
     /// End of input and nothing left to send: close in order.
     Done,
     /// Ctrl-C or SIGTERM: close now, whatever is queued.
     Interrupted,
+    /// Input ended (not on a terminal) and `--give-up-after` passed with
+    /// lines still undelivered.
+    GaveUp,
 }
 
 struct Chat {
@@ -249,6 +275,13 @@ struct Chat {
     next_ping_seq: u64,
     ever_connected: bool,
     input_ended: bool,
+    stdin_is_terminal: bool,
+    /// When lines still undelivered are given up (stdin not a terminal,
+    /// input ended).
+    give_up_at: Option<Instant>,
+    /// Why the last connection attempt or connection failed, for the
+    /// give-up line.
+    last_failure: Option<String>,
 }
 
 impl Chat {
@@ -261,15 +294,15 @@ impl Chat {
             if matches!(self.link, Link::Idle) && self.out.unsent() > 0 {
                 self.start_connecting();
             }
-            if self.input_ended && self.out.unsent() == 0 {
+            // Done once every line is delivered. Lines written but not yet
+            // confirmed wait for their pong: if the connection died under
+            // them, that pong never comes and they go out again.
+            if self.input_ended && self.out.lines.is_empty() {
                 match &self.link {
-                    // Written lines are confirmed by the close reply.
-                    Link::Up(_) => break Finish::Done,
                     // An attempt under way ends first: its error (a 404,
                     // say) is worth reporting even with nothing to send.
                     Link::Connecting(_) => {}
-                    _ if self.out.lines.is_empty() => break Finish::Done,
-                    _ => {}
+                    _ => break Finish::Done,
                 }
             }
             let input = if self.input_ended { &never() } else { input };
@@ -290,8 +323,10 @@ impl Chat {
                 Link::Connecting(rx) => rx.clone(),
                 _ => never(),
             };
+            let give_up = self.give_up_at.map_or_else(never, crossbeam_channel::at);
             select! {
                 recv(interrupts) -> _ => break Finish::Interrupted,
+                recv(give_up) -> _ => break Finish::GaveUp,
                 recv(input) -> got => match got {
                     Ok(Input::Line(line)) => self.out.push(line),
                     Ok(Input::End) | Err(_) => self.end_of_input(),
@@ -315,16 +350,39 @@ impl Chat {
                 },
             }
         };
+        let undelivered = self.out.lines.len();
+        let last = match (&self.link, &self.last_failure) {
+            (Link::Connecting(_), None) => {
+                " (a connection attempt was still under way)".to_string()
+            }
+            (_, Some(why)) => format!(" (last: {why})"),
+            (_, None) => String::new(),
+        };
         self.finish(finish);
+        if matches!(finish, Finish::GaveUp) {
+            return Err(Error::Other(format!(
+                "{undelivered} line(s) not delivered to {}: gave up {} after the end of input (--give-up-after){last}",
+                self.url.text,
+                seconds(self.args.give_up_after),
+            )));
+        }
         Ok(())
     }
 
     fn end_of_input(&mut self) {
         self.input_ended = true;
+        if !self.stdin_is_terminal {
+            self.give_up_at = Some(Instant::now() + self.args.give_up_after);
+        }
         let waiting = self.out.lines.len();
-        if waiting > 0 && matches!(self.link, Link::Waiting(_)) {
+        if waiting > 0 && !matches!(self.link, Link::Up(_)) {
+            let how = if self.stdin_is_terminal {
+                "Ctrl-C gives up".to_string()
+            } else {
+                format!("giving up in {}", seconds(self.args.give_up_after))
+            };
             self.console.status(&format!(
-                "end of input: {waiting} line(s) wait for a connection (Ctrl-C gives up)"
+                "end of input: {waiting} line(s) wait for a connection ({how})"
             ));
         }
     }
@@ -409,14 +467,30 @@ impl Chat {
                     code: CloseCode::from(code),
                     reason: "".into(),
                 });
+                let code = reply.as_ref().map(|f| u16::from(f.code));
                 let _ = conn.writer.close(reply);
                 let _ = conn.writer.flush();
                 let _ = conn.stream.shutdown(Shutdown::Both);
                 self.out.closed_by_server();
-                self.link = Link::Idle;
-                self.console.status(&format!(
-                    "closed by server: {said}; the next line reconnects"
-                ));
+                match code {
+                    // Closed on purpose (`stop`): come back when asked to.
+                    None | Some(1000) => {
+                        self.link = Link::Idle;
+                        self.console.status(&format!(
+                            "closed by server: {said}; the next line reconnects"
+                        ));
+                    }
+                    // Going away, restarting, or a fault: nobody asked to
+                    // leave, so come back as after a dead connection.
+                    Some(_) => {
+                        self.last_failure = Some(format!("closed by server: {said}"));
+                        self.console.status(&format!(
+                            "closed by server: {said}; reconnecting in {}",
+                            seconds(self.delay)
+                        ));
+                        self.wait_before_retry();
+                    }
+                }
             }
             Event::Lost(why) => self.lost(&why),
         }
@@ -451,6 +525,7 @@ impl Chat {
     }
 
     fn drop_link(&mut self, why: &str) {
+        self.last_failure = Some(why.to_string());
         if let Link::Up(conn) = &self.link {
             // Wakes the reader, which then ends.
             let _ = conn.stream.shutdown(Shutdown::Both);
@@ -506,6 +581,7 @@ impl Chat {
                 cause: err.to_string(),
             });
         }
+        self.last_failure = Some(err.to_string());
         self.console.status(&format!(
             "cannot connect to {}: {err}; retrying in {}",
             self.url.text,
@@ -697,6 +773,38 @@ impl Console {
             return;
         }
         let _ = io::stderr().lock().write_all(line.as_bytes());
+    }
+}
+
+/// The terminal's settings as they were before rustyline's raw mode, put
+/// back on drop. rustyline restores them itself only when `readline`
+/// returns; a run ended by SIGTERM or SIGINT leaves its thread blocked in
+/// `readline`, and the shell would be left without echo or line editing
+/// (see #13).
+struct TerminalModes {
+    fd: libc::c_int,
+    saved: libc::termios,
+}
+
+impl TerminalModes {
+    fn save() -> Option<TerminalModes> {
+        let fd = libc::STDIN_FILENO;
+        // SAFETY: termios is plain old data; tcgetattr fills it in or fails.
+        let mut saved: libc::termios = unsafe { std::mem::zeroed() };
+        // SAFETY: fd is stdin, `saved` is a valid termios to write into.
+        if unsafe { libc::tcgetattr(fd, &mut saved) } != 0 {
+            return None;
+        }
+        Some(TerminalModes { fd, saved })
+    }
+}
+
+impl Drop for TerminalModes {
+    fn drop(&mut self) {
+        // SAFETY: `saved` came from tcgetattr on the same descriptor.
+        unsafe {
+            libc::tcsetattr(self.fd, libc::TCSANOW, &self.saved);
+        }
     }
 }
 

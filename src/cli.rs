@@ -173,6 +173,11 @@ pub struct BenchArgs {
     /// Limit for each connect, send and receive.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// Stop the run after this many failed messages in a row (a server
+    /// that accepts and never replies would otherwise cost --count ×
+    /// --timeout); 0 never stops.
+    #[arg(long, default_value_t = 10)]
+    pub max_failures: u64,
     /// Write one CSV row per message to FILE.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
@@ -202,6 +207,10 @@ pub struct ChatArgs {
     /// order of preference.
     #[arg(long = "subprotocol", value_name = "NAME")]
     pub subprotocols: Vec<String>,
+    /// With stdin not a terminal: once input has ended, give up on lines
+    /// not yet delivered after this long, and exit 1.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub give_up_after: Duration,
 }
 
 /// Parses `Name: value` into a valid HTTP header name and value.
@@ -235,6 +244,8 @@ pub enum HttpMode {
     NewConnection,
     /// Both, one after the other, each beside the same WebSocket run.
     Both,
+    /// No HTTP runs: WebSocket figures only (for a WebSocket-only server).
+    None,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -255,7 +266,7 @@ pub struct PingpongArgs {
     #[arg(long, value_name = "URL")]
     pub http_url: Option<String>,
     /// keepalive: one connection for all requests; new-connection: one per
-    /// request; both: one run of each.
+    /// request; both: one run of each; none: WebSocket only.
     #[arg(long, value_enum, default_value_t = HttpMode::Keepalive)]
     pub http_mode: HttpMode,
     /// Also write the Markdown report to FILE.
@@ -407,6 +418,15 @@ mod tests {
         assert_eq!(args.ping_interval, Duration::from_secs(1));
         assert_eq!(args.pong_timeout, Duration::from_secs(3));
         assert_eq!(args.reconnect_max_delay, Duration::from_secs(10));
+        assert_eq!(args.give_up_after, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn bench_stops_after_ten_failures_in_a_row_by_default() {
+        let Command::Bench(args) = Cli::parse_from(["wsbench", "bench"]).command else {
+            unreachable!("parsed from the `bench` subcommand")
+        };
+        assert_eq!(args.max_failures, 10);
     }
 
     #[test]

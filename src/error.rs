@@ -24,6 +24,16 @@ pub enum Error {
         total: u64,
         first: String,
     },
+    #[error(
+        "stopped after {max} failed messages in a row (--max-failures {max}): {failed} of {sent} sent failed, {unsent} not sent; first: {first}"
+    )]
+    StoppedAfterFailures {
+        max: u64,
+        failed: u64,
+        sent: u64,
+        unsent: u64,
+        first: String,
+    },
     #[error("wrong reply from {url} to {request}: got {got}, expected {expected}")]
     WrongReply {
         url: String,

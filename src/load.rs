@@ -23,6 +23,11 @@
 //! `poll` with no timeout is a real wait: holders sleep until a socket or
 //! their wake-up socket has something.
 //!
+//! A run in which any connection failed (set up, held, round trip or
+//! close) exits 1 after its summary, with one line of the failures by
+//! reason: a load test that reports success while every round trip timed
+//! out misleads whoever reads only its status (see #13).
+//!
 //! Descriptors: each client connection is one; an embedded server in this
 //! process needs one more per connection, so a run that cannot fit under
 //! `ulimit -n` is refused before it starts.
@@ -110,6 +115,61 @@ impl Failures {
     }
 }
 
+/// Failed connections by the short reason the error line gives, in the
+/// order first seen. Each connection fails at most once: in setup, while
+/// held, in its round trip, or in its close.
+#[derive(Debug, Default, Clone)]
+pub struct Reasons(Vec<(String, u64)>);
+
+impl Reasons {
+    fn add(&mut self, label: String, n: u64) {
+        match self.0.iter_mut().find(|(l, _)| *l == label) {
+            Some((_, count)) => *count += n,
+            None => self.0.push((label, n)),
+        }
+    }
+
+    fn merge(&mut self, other: Reasons) {
+        for (label, n) in other.0 {
+            self.add(label, n);
+        }
+    }
+
+    /// Failures that fail the run: a connection cut short by Ctrl-C was
+    /// asked to stop, it did not fail.
+    fn failed(&self) -> u64 {
+        self.0
+            .iter()
+            .filter(|(l, _)| l != INTERRUPTED)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// `10 connection refused, 2 handshake timed out`: most frequent first.
+    fn describe(&self) -> String {
+        let mut counted: Vec<&(String, u64)> =
+            self.0.iter().filter(|(l, _)| l != INTERRUPTED).collect();
+        counted.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+        counted
+            .iter()
+            .map(|(label, n)| format!("{n} {label}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+const INTERRUPTED: &str = "interrupted";
+
+/// The reason a setup failure is counted under: its cause, with the phase
+/// where that helps (`connect timed out`, `handshake timed out`).
+fn setup_label(why: &str) -> String {
+    match why.split_once(": ") {
+        Some((phase @ ("connect" | "handshake"), "timed out")) => format!("{phase} timed out"),
+        Some(("connect", cause)) => cause.to_string(),
+        _ => why.to_string(),
+    }
+}
+
 /// Where connections go, and how.
 struct Target {
     url: WsUrl,
@@ -124,6 +184,7 @@ struct Setup {
     attempted: u64,
     established: u64,
     failures: Failures,
+    reasons: Reasons,
     first_error: Option<String>,
     tcp: Latency,
     handshake: Latency,
@@ -132,6 +193,7 @@ struct Setup {
 impl Setup {
     fn fail(&mut self, reason: Reason, why: String) {
         self.failures.count(reason);
+        self.reasons.add(setup_label(&why), 1);
         log::debug!("connection failed: {why}");
         self.first_error.get_or_insert(why);
     }
@@ -303,7 +365,7 @@ fn open_batch(
     while !pending.is_empty() {
         if crate::signal::interrupted() {
             for _ in pending.drain(..) {
-                setup.fail(Reason::Other, "interrupted".into());
+                setup.fail(Reason::Other, INTERRUPTED.into());
             }
             break;
         }
@@ -395,6 +457,7 @@ struct Held {
     round_trips_failed: u64,
     first_round_trip_error: Option<String>,
     closed_cleanly: u64,
+    reasons: Reasons,
 }
 
 /// Reads everything a held socket has; tungstenite queues a pong for each
@@ -466,6 +529,7 @@ fn holder(rx: Receiver<ToHolder>, wake: UnixStream, timeout: Duration) -> Held {
             if let Err(why) = service(&mut conns[i], &mut held.pings) {
                 held.lost += 1;
                 log::debug!("held connection lost: {why}");
+                held.reasons.add(format!("lost while held: {why}"), 1);
                 held.first_lost.get_or_insert(why);
                 conns.swap_remove(i);
             }
@@ -505,13 +569,18 @@ fn finish(conns: &mut [WebSocket<TcpStream>], timeout: Duration, held: &mut Held
             Ok(()) => held.round_trip.record(sent.elapsed()),
             Err(why) => {
                 held.round_trips_failed += 1;
+                held.reasons.add(format!("round trip: {why}"), 1);
                 held.first_round_trip_error.get_or_insert(why);
                 *alive = false;
             }
         }
     }
     for (ws, alive) in conns.iter_mut().zip(alive.iter_mut()) {
-        if *alive && ws.close(None).is_err() {
+        if !*alive {
+            continue;
+        }
+        if let Err(e) = ws.close(None) {
+            held.reasons.add(format!("close: {}", ws_cause(&e)), 1);
             *alive = false;
         }
     }
@@ -527,7 +596,10 @@ fn finish(conns: &mut [WebSocket<TcpStream>], timeout: Duration, held: &mut Held
                     held.closed_cleanly += 1;
                     break;
                 }
-                Err(_) => break,
+                Err(e) => {
+                    held.reasons.add(format!("close: {}", ws_cause(&e)), 1);
+                    break;
+                }
             }
         }
     }
@@ -760,6 +832,7 @@ pub fn run(args: LoadArgs) -> Result<(), Error> {
         setup.attempted += part.attempted;
         setup.established += part.established;
         setup.failures.add(&part.failures);
+        setup.reasons.merge(part.reasons);
         if setup.first_error.is_none() {
             setup.first_error = part.first_error;
         }
@@ -797,6 +870,7 @@ pub fn run(args: LoadArgs) -> Result<(), Error> {
             held.first_round_trip_error = part.first_round_trip_error;
         }
         held.closed_cleanly += part.closed_cleanly;
+        held.reasons.merge(part.reasons);
     }
     if let Some(server) = server {
         server.shutdown();
@@ -844,7 +918,16 @@ pub fn run(args: LoadArgs) -> Result<(), Error> {
         round_trip: held.round_trip.summary(),
     };
     print_summary(&summary, args.json, &setup.first_error, &held);
-    Ok(())
+    let mut reasons = setup.reasons;
+    reasons.merge(held.reasons);
+    match reasons.failed() {
+        0 => Ok(()),
+        failed => Err(Error::Other(format!(
+            "{failed} of {} connections failed: {}",
+            summary.attempted,
+            reasons.describe()
+        ))),
+    }
 }
 
 fn print_summary(s: &Summary, json: bool, first_error: &Option<String>, held: &Held) {
@@ -980,5 +1063,25 @@ mod tests {
         assert_eq!((f.http_503, f.refused, f.reset, f.total()), (2, 1, 1, 4));
         let json = serde_json::to_value(&f).unwrap();
         assert_eq!(json["503"], 2);
+    }
+
+    #[test]
+    fn the_error_line_counts_reasons_most_frequent_first() {
+        let mut reasons = Reasons::default();
+        for why in [
+            "handshake: timed out",
+            "connect: connection refused",
+            "connect: connection refused",
+            "connect: timed out",
+            "interrupted",
+        ] {
+            reasons.add(setup_label(why), 1);
+        }
+        reasons.add("round trip: timed out".into(), 3);
+        assert_eq!(reasons.failed(), 7);
+        assert_eq!(
+            reasons.describe(),
+            "3 round trip: timed out, 2 connection refused, 1 handshake timed out, 1 connect timed out"
+        );
     }
 }

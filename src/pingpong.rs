@@ -13,6 +13,12 @@
 //! beside its WebSocket time, table 3 the rates and p50/p99. A reply other
 //! than the expected one fails the run and names what came back. The HTTP
 //! client is `crate::http`; the WebSocket client is `net::connect`.
+//!
+//! The two sides fail apart: many WebSocket servers (node `ws`, Python
+//! `websockets`) answer no plain HTTP, and their WebSocket figures are worth
+//! keeping. When an HTTP run fails, the WebSocket runs go on, the report is
+//! printed with the HTTP cells empty and a line saying why, and the run
+//! exits 1 (see #13). `--http-mode none` skips HTTP altogether.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -301,6 +307,7 @@ pub fn run(args: PingpongArgs) -> Result<(), Error> {
         HttpMode::Keepalive => &[true],
         HttpMode::NewConnection => &[false],
         HttpMode::Both => &[true, false],
+        HttpMode::None => &[],
     };
     if embedded.is_some() {
         log::info!("embedded server on {}", ws_url.text);
@@ -309,6 +316,9 @@ pub fn run(args: PingpongArgs) -> Result<(), Error> {
     let total: u64 = args.counts.iter().sum::<u64>() * (1 + modes.len() as u64);
     let progress = crate::progress::bar(total, "pings");
     let mut rows = Vec::new();
+    // The first HTTP failure; no HTTP run is tried after it (the next
+    // would fail the same way), the WebSocket runs go on.
+    let mut http_failure: Option<Error> = None;
     for &count in &args.counts {
         if crate::signal::interrupted() {
             break;
@@ -316,16 +326,13 @@ pub fn run(args: PingpongArgs) -> Result<(), Error> {
         let ws = ws_pings(&ws_url, count, args.timeout, &progress)?;
         let mut http = Vec::new();
         for &keep_alive in modes {
-            if crate::signal::interrupted() {
+            if crate::signal::interrupted() || http_failure.is_some() {
                 break;
             }
-            http.push(http_pings(
-                &http_url,
-                count,
-                keep_alive,
-                args.timeout,
-                &progress,
-            )?);
+            match http_pings(&http_url, count, keep_alive, args.timeout, &progress) {
+                Ok(run) => http.push(run),
+                Err(e) => http_failure = Some(e),
+            }
         }
         rows.push(Row { count, ws, http });
     }
@@ -339,7 +346,17 @@ pub fn run(args: PingpongArgs) -> Result<(), Error> {
     } else {
         ""
     };
-    let report = render(&rows, &ws_url.text, &http_url.text, origin, args.http_mode);
+    let http_note = http_failure
+        .as_ref()
+        .map(|e| format!("HTTP cells are empty: the HTTP side failed: {e}"));
+    let report = render(
+        &rows,
+        &ws_url.text,
+        &http_url.text,
+        origin,
+        args.http_mode,
+        http_note.as_deref(),
+    );
     {
         let mut out = std::io::stdout().lock();
         // A closed stdout (`| head`) is no reason to fail a finished run.
@@ -352,7 +369,12 @@ pub fn run(args: PingpongArgs) -> Result<(), Error> {
             cause: crate::error::io_cause(&e),
         })?;
     }
-    Ok(())
+    match http_failure {
+        Some(e) => Err(Error::Other(format!(
+            "the HTTP side failed, so the report has its WebSocket figures only: {e}"
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn parse_ws(text: &str) -> Result<WsUrl, Error> {
@@ -395,20 +417,33 @@ fn secs(d: Duration) -> String {
     format!("{:.6}", d.as_secs_f64())
 }
 
-/// The whole Markdown report.
-pub fn render(rows: &[Row], ws_url: &str, http_url: &str, origin: &str, mode: HttpMode) -> String {
+/// The whole Markdown report. `http_note` says why HTTP cells are empty.
+pub fn render(
+    rows: &[Row],
+    ws_url: &str,
+    http_url: &str,
+    origin: &str,
+    mode: HttpMode,
+    http_note: Option<&str>,
+) -> String {
     let mut md = String::with_capacity(4096);
     let _ = writeln!(md, "# wsbench pingpong\n");
     let _ = writeln!(md, "- WebSocket: {ws_url}{origin}");
-    let _ = writeln!(
-        md,
-        "- HTTP: {http_url}{origin}, mode {}",
-        match mode {
-            HttpMode::Keepalive => "keepalive",
-            HttpMode::NewConnection => "new-connection",
-            HttpMode::Both => "keepalive and new-connection",
-        }
-    );
+    let _ = match mode {
+        HttpMode::None => writeln!(md, "- HTTP: not measured (--http-mode none)"),
+        _ => writeln!(
+            md,
+            "- HTTP: {http_url}{origin}, mode {}",
+            match mode {
+                HttpMode::Keepalive => "keepalive",
+                HttpMode::NewConnection => "new-connection",
+                _ => "keepalive and new-connection",
+            }
+        ),
+    };
+    if let Some(note) = http_note {
+        let _ = writeln!(md, "- {note}");
+    }
     let _ = writeln!(
         md,
         "- WS time: connect, handshake and N × `Ping {{x}}!`; HTTP time: `GET /` and N × `POST /`.\n"
@@ -432,11 +467,15 @@ pub fn render(rows: &[Row], ws_url: &str, http_url: &str, origin: &str, mode: Ht
     }
 
     let _ = writeln!(md, "\n## WebSocket vs HTTP\n");
-    let http_labels: Vec<&str> = match rows.first() {
-        Some(row) if mode == HttpMode::Both => {
-            row.http.iter().map(|r| r.transport.label()).collect()
-        }
-        _ => vec!["HTTP"],
+    // From the mode, not from the runs: a failed or interrupted row may
+    // have none.
+    let http_labels: Vec<&str> = match mode {
+        HttpMode::Both => vec![
+            Transport::HttpKeepAlive.label(),
+            Transport::HttpNewConnection.label(),
+        ],
+        HttpMode::None => vec![],
+        HttpMode::Keepalive | HttpMode::NewConnection => vec!["HTTP"],
     };
     let mut header = String::from("| Qt pings | WS (s) |");
     let mut rule = String::from("|---:|---:|");
@@ -452,7 +491,8 @@ pub fn render(rows: &[Row], ws_url: &str, http_url: &str, origin: &str, mode: Ht
             let h = http.duration.as_secs_f64();
             let _ = write!(md, " {:.6} | {:.6} | {:.2} |", h, h - ws, h / ws);
         }
-        // An interrupted row may lack some HTTP runs: keep the table square.
+        // An interrupted row, or one after an HTTP failure, may lack some
+        // HTTP runs: keep the table square.
         for _ in row.http.len()..http_labels.len() {
             md.push_str(" | | |");
         }
@@ -528,7 +568,7 @@ mod tests {
                 run(Transport::HttpNewConnection, 100, 2.0),
             ],
         }];
-        let md = render(&rows, "ws://x/", "http://x/", "", HttpMode::Both);
+        let md = render(&rows, "ws://x/", "http://x/", "", HttpMode::Both, None);
         assert!(md.contains(
             "| Qt pings | WS (s) | HTTP keep-alive (s) | HTTP keep-alive - WS (s) | HTTP keep-alive / WS | HTTP new-connection (s) | HTTP new-connection - WS (s) | HTTP new-connection / WS |"
         ), "{md}");
@@ -539,5 +579,27 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("| HTTP new-connection | 100 | 2026-05-28T20:26:40.000Z | 2026-05-28T20:26:42.000Z | 2.000000 s |"), "{md}");
+    }
+
+    #[test]
+    fn a_failed_http_side_leaves_its_cells_empty_and_says_why() {
+        let rows = [Row {
+            count: 100,
+            ws: run(Transport::WebSocket, 100, 0.5),
+            http: vec![],
+        }];
+        let why = "HTTP cells are empty: the HTTP side failed: refused";
+        let md = render(&rows, "ws://x/", "http://x/", "", HttpMode::Both, Some(why));
+        assert!(md.contains(&format!("- {why}\n")), "{md}");
+        assert!(md.contains("| 100 | 0.500000 | | | | | | |\n"), "{md}");
+        let md = render(&rows, "ws://x/", "http://x/", "", HttpMode::None, None);
+        assert!(
+            md.contains("| Qt pings | WS (s) |\n|---:|---:|\n| 100 | 0.500000 |\n"),
+            "{md}"
+        );
+        assert!(
+            md.contains("- HTTP: not measured (--http-mode none)"),
+            "{md}"
+        );
     }
 }

@@ -70,6 +70,8 @@ fn every_mode_writes_one_csv_row_per_message() {
             for phase in ["connect", "send", "recv", "total"] {
                 assert!(summary.lines().any(|l| l.starts_with(phase)), "{summary}");
             }
+            // Full statistics came back and were checked.
+            assert!(!summary.contains("verified lengths only"), "{summary}");
         }
         assert_eq!(server.metric("wsbench_messages_received_total"), 75);
     });
@@ -326,5 +328,33 @@ fn sigterm_mid_run_summarises_and_writes_what_was_measured() {
                 .unwrap();
             assert_eq!(ok, rows.iter().filter(|r| r[6] == "true").count(), "{mode}");
         }
+    });
+}
+
+#[test]
+fn verify_against_length_only_replies_says_so_once() {
+    with_timeout("verify_against_length_only_replies", LIMIT, || {
+        // #13: `Received: {len}` passes --verify on its length alone; the
+        // summary must not let that pass for a statistics check.
+        let server = Server::start(&["--response", "fast"]);
+        let url = server.url("/");
+        let args = [
+            "bench", "--url", &url, "--count", "5", "--size", "1000", "--verify",
+        ];
+        let run = wsbench(&args, Duration::from_secs(30));
+        assert!(run.status.success(), "{}", text(&run.stderr));
+        let summary = text(&run.stdout);
+        let said: Vec<&str> = summary
+            .lines()
+            .filter(|l| l.contains("verified lengths only"))
+            .collect();
+        assert_eq!(
+            said,
+            ["verified lengths only: the server sends no statistics"],
+            "{summary}"
+        );
+        let run = wsbench(&[&args[..], &["--json"]].concat(), Duration::from_secs(30));
+        let summary: serde_json::Value = serde_json::from_str(text(&run.stdout).trim()).unwrap();
+        assert_eq!(summary["verified_lengths_only"], 5, "{summary}");
     });
 }

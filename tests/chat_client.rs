@@ -388,3 +388,188 @@ fn a_path_the_server_refuses_on_start_is_an_error_not_a_retry() {
         );
     });
 }
+
+#[test]
+fn a_server_restart_close_1001_reconnects_without_a_typed_line() {
+    with_timeout("chat_reconnects_after_1001", LIMIT, || {
+        // #13: someone watching a room must see it come back by itself.
+        let port = free_port();
+        let mut server = Server::start_on(port, &[]);
+        let (proc, _typist) = chat(&server.url("/chat"), &["--reconnect-max-delay", "1s"]);
+        expect_line(&proc.stderr, "connected to ws://", "connect", &proc);
+        expect_line(&proc.stdout, "< Hello from server", "greeting", &proc);
+        // SIGTERM: the server closes every client with 1001, then exits.
+        assert!(server.terminate(WAIT).success());
+        let line = expect_line(&proc.stderr, "closed by server", "close", &proc);
+        assert!(line.contains("code 1001"), "{line}");
+        assert!(line.contains("reconnecting in 0.5 s"), "{line}");
+        let _server = Server::start_on(port, &[]);
+        expect_line(&proc.stderr, "connected to ws://", "reconnect", &proc);
+        expect_line(
+            &proc.stdout,
+            "< Hello from server",
+            "second greeting",
+            &proc,
+        );
+    });
+}
+
+#[test]
+fn a_restarting_close_1012_reconnects_at_once_with_backoff() {
+    with_timeout("chat_reconnects_after_1012", LIMIT, || {
+        // The first connection is closed with 1012; every later one is held.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, accepted) = unbounded();
+        thread::spawn(move || {
+            for (n, stream) in listener.incoming().enumerate() {
+                let Ok(stream) = stream else { return };
+                let tx = tx.clone();
+                thread::spawn(move || {
+                    let mut stream = answer_handshake(stream, &[]);
+                    let _ = tx.send(Instant::now());
+                    if n == 0 {
+                        let reason = b"restarting";
+                        let mut close = vec![0x88, 2 + reason.len() as u8];
+                        close.extend_from_slice(&1012u16.to_be_bytes());
+                        close.extend_from_slice(reason);
+                        stream.write_all(&close).unwrap();
+                    }
+                    let mut sink = [0u8; 4096];
+                    while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+                });
+            }
+        });
+        let (proc, _typist) = chat(&format!("ws://{addr}/chat"), &[]);
+        accepted.recv_timeout(WAIT).expect("the client connects");
+        let line = expect_line(&proc.stderr, "closed by server", "close", &proc);
+        assert!(
+            line.contains("code 1012, reason \"restarting\"; reconnecting in 0.5 s"),
+            "{line}"
+        );
+        let closed = Instant::now();
+        accepted
+            .recv_timeout(WAIT)
+            .expect("the client reconnects with no line typed");
+        let after = closed.elapsed();
+        assert!(
+            after < Duration::from_secs(3),
+            "reconnected {after:?} after the close"
+        );
+    });
+}
+
+/// A tmux server on a socket of its own; killed on drop.
+struct Tmux {
+    socket: std::path::PathBuf,
+}
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "tmux {args:?}: {}", text(&out.stderr));
+        text(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .arg("kill-server")
+            .output();
+    }
+}
+
+/// The direct child of `parent`, read from /proc.
+fn child_of(parent: u32) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.find_map(|entry| {
+        let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // `pid (comm) state ppid ...`; comm may hold spaces, so split after ')'.
+        let ppid: u32 = stat
+            .rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        (ppid == parent).then_some(pid)
+    })
+}
+
+fn stty(tty: &str) -> String {
+    let out = Command::new("stty")
+        .args(["-a", "-F", tty])
+        .output()
+        .unwrap();
+    text(&out.stdout)
+}
+
+/// Whether `stty -a` output has `flag` set (`icanon`, not `-icanon`).
+fn has_flag(stty: &str, flag: &str) -> bool {
+    stty.split([' ', ';', '\n']).any(|word| word == flag)
+}
+
+#[test]
+fn sigterm_gives_the_terminal_back_as_it_was() {
+    with_timeout("chat_sigterm_restores_the_terminal", LIMIT, || {
+        // #13: rustyline's raw mode outlived a SIGTERM.
+        if Command::new("tmux").arg("-V").output().is_err() {
+            eprintln!("skipped: tmux is not installed (it gives chat a real terminal)");
+            return;
+        }
+        let server = Server::start(&[]);
+        let mut watching = watcher(&server);
+        let dir = tempdir();
+        let tmux = Tmux {
+            socket: dir.join("tmux.sock"),
+        };
+        let modes = dir.join("stty.txt");
+        // After chat exits, the same terminal reports its modes, then
+        // tells the test through a tmux channel.
+        let script = format!(
+            "{BIN} chat --url {}; stty -a > {}; tmux -S {} wait-for -S chat-done",
+            server.url("/chat"),
+            modes.display(),
+            tmux.socket.display()
+        );
+        tmux.run(&["new-session", "-d", "-x", "100", "-y", "30", &script]);
+        let tty = tmux.run(&["display-message", "-p", "#{pane_tty}"]);
+        let shell: u32 = tmux
+            .run(&["display-message", "-p", "#{pane_pid}"])
+            .parse()
+            .unwrap();
+        assert_eq!(next_text(&mut watching), JOINED, "chat joins the room");
+        let chat = child_of(shell).expect("chat runs under the pane's shell");
+        // rustyline enters raw mode on its own thread: wait for it to show.
+        let deadline = Instant::now() + WAIT;
+        while has_flag(&stty(&tty), "icanon") {
+            assert!(
+                Instant::now() < deadline,
+                "chat never put the terminal in raw mode"
+            );
+        }
+        unsafe {
+            libc::kill(chat as i32, libc::SIGTERM);
+        }
+        let mut done = Command::new("tmux");
+        done.arg("-S")
+            .arg(&tmux.socket)
+            .args(["wait-for", "chat-done"]);
+        let mut done = Proc::spawn(done);
+        done.wait(WAIT)
+            .expect("chat exits on SIGTERM and the pane runs stty");
+        let after = std::fs::read_to_string(&modes).unwrap();
+        for flag in ["icanon", "echo", "isig", "icrnl", "opost"] {
+            assert!(has_flag(&after, flag), "-{flag} after SIGTERM:\n{after}");
+        }
+    });
+}

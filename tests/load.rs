@@ -14,6 +14,13 @@ const LIMIT: Duration = Duration::from_secs(90);
 
 /// `load --rounds 2 --batch-size 20 --workers 2` (80 connections) held for `hold`.
 fn load_json(url: &str, hold: &str, extra: &[&str]) -> serde_json::Value {
+    let (run, summary) = load_run(url, hold, extra);
+    assert!(run.status.success(), "{extra:?}: {}", text(&run.stderr));
+    summary
+}
+
+/// Like [`load_json`], whatever the exit status.
+fn load_run(url: &str, hold: &str, extra: &[&str]) -> (std::process::Output, serde_json::Value) {
     let mut args = vec![
         "load",
         "--url",
@@ -30,8 +37,9 @@ fn load_json(url: &str, hold: &str, extra: &[&str]) -> serde_json::Value {
     ];
     args.extend_from_slice(extra);
     let run = wsbench(&args, Duration::from_secs(60));
-    assert!(run.status.success(), "{args:?}: {}", text(&run.stderr));
-    serde_json::from_str(text(&run.stdout).trim()).unwrap()
+    let summary = serde_json::from_str(text(&run.stdout).trim())
+        .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", text(&run.stderr)));
+    (run, summary)
 }
 
 #[test]
@@ -101,7 +109,13 @@ fn one_and_two_bind_addresses_establish_every_connection_and_close_them() {
 fn connections_over_the_server_limit_are_counted_as_503() {
     with_timeout("load_counts_503s", LIMIT, || {
         let server = Server::start(&["--max-connections", "50"]);
-        let s = load_json(&server.url("/"), "200ms", &[]);
+        let (run, s) = load_run(&server.url("/"), "200ms", &[]);
+        // #13: refusals fail the run, with one line of them by reason.
+        assert_eq!(run.status.code(), Some(1));
+        assert_eq!(
+            text(&run.stderr).trim(),
+            "error: 30 of 80 connections failed: 30 server answered HTTP 503"
+        );
         assert_eq!(s["attempted"], 80, "{s}");
         assert_eq!(s["established"], 50, "{s}");
         assert_eq!(s["failures"]["503"], 30, "{s}");

@@ -14,7 +14,8 @@
 //! What a server must refuse from a client (RFC 6455 §5) is refused here:
 //! unmasked frames, reserved bits, unknown opcodes, fragmented or oversized
 //! control frames, continuation out of place (1002); invalid UTF-8 in text,
-//! checked fragment by fragment so a bad byte fails at once (1007); a
+//! checked read by read so a bad byte fails as soon as it arrives, not at
+//! the end of its frame (1007, #13); a
 //! message over the size limit, from its header alone (1009); bad close
 //! codes and one-byte close payloads (1002).
 //!
@@ -84,6 +85,12 @@ struct Frame {
     dest: Vec<u8>,
     /// `dest[start..unmasked]` is unmasked already.
     unmasked: usize,
+    /// Part of a text message: checked as it arrives.
+    text: bool,
+    /// Text: `dest[..valid]` is known good UTF-8; what follows, up to
+    /// `unmasked`, is at most 3 bytes of a character cut by a read or a
+    /// fragment's end, waiting for the rest.
+    valid: usize,
 }
 
 impl Frame {
@@ -96,6 +103,22 @@ impl Frame {
         let mask = std::array::from_fn(|i| self.mask[(phase + i) % 4]);
         unmask(&mut self.dest[self.unmasked..], mask);
         self.unmasked = self.dest.len();
+    }
+
+    /// Checks the text that arrived since the last call, right after
+    /// unmasking it: a bad byte fails before the rest of its frame arrives
+    /// (Autobahn 6.4.3/6.4.4, #13), each byte is checked once while still
+    /// in cache, and the message is never checked again at its end. Only a
+    /// character cut by the end of what arrived may wait: std's error tells
+    /// it apart (`error_len() == None`), and its at most 3 bytes are checked
+    /// again with what follows, so no carry buffer is needed.
+    fn check_text(&mut self) -> Result<(), ReadError> {
+        match std::str::from_utf8(&self.dest[self.valid..self.unmasked]) {
+            Ok(_) => self.valid = self.unmasked,
+            Err(e) if e.error_len().is_none() => self.valid += e.valid_up_to(),
+            Err(_) => return Err(invalid_text()),
+        }
+        Ok(())
     }
 }
 
@@ -240,6 +263,11 @@ impl<S: Source> FrameReader<S> {
             return Err(too_long((so_far as u64).saturating_add(len), self.max_size));
         }
         let len = len as usize;
+        let (text, valid) = match (opcode, &self.partial) {
+            (TEXT, _) => (true, 0),
+            (CONTINUATION, Some(partial)) => (partial.text, partial.valid),
+            _ => (false, 0),
+        };
         // A continuation appends to its message; the rest get a buffer of
         // exactly their size.
         let mut dest = match (opcode, &mut self.partial) {
@@ -256,6 +284,8 @@ impl<S: Source> FrameReader<S> {
             start,
             dest,
             unmasked: start,
+            text,
+            valid,
         })
     }
 
@@ -272,6 +302,9 @@ impl<S: Source> FrameReader<S> {
                 .extend_from_slice(&self.buf[self.pos..self.pos + take]);
             self.pos += take;
             frame.unmask_arrived();
+            if frame.text {
+                frame.check_text()?;
+            }
             let missing = missing - take;
             if missing == 0 {
                 return Ok(());
@@ -312,32 +345,34 @@ impl<S: Source> FrameReader<S> {
             fin,
             opcode,
             dest,
-            start,
+            text,
+            valid,
             ..
         } = frame;
         match opcode {
             PING => Ok(Some(Message::Ping(Bytes::from(dest)))),
             PONG => Ok(Some(Message::Pong(Bytes::from(dest)))),
             CLOSE => close_frame(&dest).map(|f| Some(Message::Close(f))),
-            TEXT | BINARY if fin => Ok(Some(data_message(opcode == TEXT, dest)?)),
+            TEXT | BINARY if fin => Ok(Some(data_message(text, dest, valid)?)),
             TEXT | BINARY => {
-                let mut partial = Partial {
-                    text: opcode == TEXT,
+                self.partial = Some(Partial {
+                    text,
                     data: dest,
-                    valid: 0,
-                };
-                check_text_so_far(&mut partial)?;
-                self.partial = Some(partial);
+                    valid,
+                });
                 Ok(None)
             }
             _ => {
                 let mut partial = self.partial.take().expect("checked in next_header");
                 partial.data = dest;
-                debug_assert!(partial.data.len() >= start);
+                partial.valid = valid;
                 if fin {
-                    return Ok(Some(data_message(partial.text, partial.data)?));
+                    return Ok(Some(data_message(
+                        partial.text,
+                        partial.data,
+                        partial.valid,
+                    )?));
                 }
-                check_text_so_far(&mut partial)?;
                 self.partial = Some(partial);
                 Ok(None)
             }
@@ -428,28 +463,21 @@ fn unmask(payload: &mut [u8], mask: [u8; 4]) {
     }
 }
 
-fn data_message(text: bool, data: Vec<u8>) -> Result<Message, ReadError> {
-    if text {
-        Utf8Bytes::try_from(data)
-            .map(Message::Text)
-            .map_err(|_| invalid_text())
-    } else {
-        Ok(Message::Binary(Bytes::from(data)))
+/// A whole data message; a text's bytes `..valid` were checked as they
+/// arrived, so only a character begun and never finished can be wrong.
+fn data_message(text: bool, data: Vec<u8>, valid: usize) -> Result<Message, ReadError> {
+    if !text {
+        return Ok(Message::Binary(Bytes::from(data)));
     }
-}
-
-/// Fails as soon as a fragmented text holds a byte that no later fragment
-/// can make valid; a character split across fragments is fine.
-fn check_text_so_far(partial: &mut Partial) -> Result<(), ReadError> {
-    if !partial.text {
-        return Ok(());
+    if valid != data.len() {
+        return Err(invalid_text());
     }
-    match std::str::from_utf8(&partial.data[partial.valid..]) {
-        Ok(_) => partial.valid = partial.data.len(),
-        Err(e) if e.error_len().is_none() => partial.valid += e.valid_up_to(),
-        Err(_) => return Err(invalid_text()),
-    }
-    Ok(())
+    debug_assert!(std::str::from_utf8(&data).is_ok());
+    // SAFETY: `Frame::check_text` found `data[..valid]` to be UTF-8, read by
+    // read, and nothing writes to bytes it has checked; `valid` is the
+    // whole message.
+    let text = unsafe { Utf8Bytes::from_bytes_unchecked(Bytes::from(data)) };
+    Ok(Message::Text(text))
 }
 
 fn close_frame(payload: &[u8]) -> Result<Option<CloseFrame>, ReadError> {
@@ -688,6 +716,95 @@ mod tests {
         assert_eq!(code, CloseCode::Invalid);
     }
 
+    /// The first `sent` bytes of a frame's payload, after its header; the
+    /// rest never comes.
+    fn cut_frame(fin: bool, opcode: u8, payload: &[u8], sent: usize) -> Vec<u8> {
+        let mut wire = frame(fin, opcode, [9, 8, 7, 6], payload);
+        wire.truncate(wire.len() - payload.len() + sent);
+        wire
+    }
+
+    #[test]
+    fn a_bad_byte_fails_before_the_rest_of_its_frame_arrives() {
+        // Autobahn 6.4.3 and 6.4.4 (#13): the stream stops after the bad
+        // bytes, as a peer that waits for our close does. Read-ahead
+        // (short) and direct (long) payloads; a bad byte, a code point
+        // over U+10FFFF, a surrogate, an overlong form; whole or in 1-byte
+        // reads.
+        for good in ["κόσμε".repeat(2000), "κό".to_string()] {
+            for bad in [
+                &b"\xff"[..],
+                b"\xf4\x90\x80\x80",
+                b"\xed\xa0\x80",
+                b"\xc0\xaf",
+            ] {
+                let mut text = good.clone().into_bytes();
+                text.extend_from_slice(bad);
+                let sent = text.len();
+                text.resize(sent * 2, b'.');
+                for reads in [vec![usize::MAX], vec![1]] {
+                    let wire = cut_frame(true, TEXT, &text, sent);
+                    match reader_for(wire, reads.clone(), 0).read() {
+                        Err(ReadError::Refuse(CloseCode::Invalid, _)) => {}
+                        other => panic!("{sent} bytes, {bad:x?}, reads {reads:?}: {other:?}"),
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_character_cut_by_reads_or_fragments_is_read_whole() {
+        let text = "a\u{e9}\u{20ac}\u{1d11e}z";
+        let bytes = text.as_bytes();
+        for cut in 0..=bytes.len() {
+            let wire = [
+                frame(false, TEXT, [1, 2, 3, 4], &bytes[..cut]),
+                frame(true, PING, [0; 4], b""),
+                frame(true, CONTINUATION, [4, 3, 2, 1], &bytes[cut..]),
+            ]
+            .concat();
+            for reads in [vec![usize::MAX], vec![1], vec![cut.max(1), 0, 2]] {
+                let mut reader = reader_for(wire.clone(), reads.clone(), 0);
+                let mut got = Vec::new();
+                while got.len() < 2 {
+                    match reader.read() {
+                        Err(ReadError::Again) => continue,
+                        other => got.push(other.unwrap()),
+                    }
+                }
+                assert_eq!(got[1], Message::text(text), "cut at {cut}, reads {reads:?}");
+            }
+            // One frame, cut into two reads at the same place.
+            let wire = frame(true, TEXT, [1, 2, 3, 4], bytes);
+            let mut reader = reader_for(wire, vec![2 + 4 + cut, usize::MAX], 0);
+            assert_eq!(reader.read().unwrap(), Message::text(text), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn a_character_left_unfinished_is_refused() {
+        // At the end of a message, in one frame or after fragments.
+        for wire in [
+            frame(true, TEXT, [1; 4], b"caf\xc3"),
+            [
+                frame(false, TEXT, [1; 4], b"caf\xc3"),
+                frame(true, CONTINUATION, [2; 4], b""),
+            ]
+            .concat(),
+        ] {
+            assert_eq!(refused(wire).0, CloseCode::Invalid);
+        }
+        // Continued by a byte that cannot continue it: refused at once,
+        // before the rest of the continuation is in.
+        let wire = [
+            frame(false, TEXT, [1; 4], b"\xe2\x82"),
+            cut_frame(true, CONTINUATION, b"A and more", 1),
+        ]
+        .concat();
+        assert_eq!(refused(wire).0, CloseCode::Invalid);
+    }
+
     #[test]
     fn unmask_matches_the_byte_at_a_time_definition() {
         for len in [0, 1, 7, 8, 9, 31, 1000] {
@@ -808,8 +925,18 @@ mod tests {
                 let opcode =
                     [TEXT, BINARY, CONTINUATION, PING, PONG, CLOSE, 3, 0xb][next() as usize % 8];
                 let len = [0, 1, 2, 5, 125, 126, 200, 5000, 70_000][next() as usize % 9];
-                let payload: Vec<u8> = match next() % 3 {
+                let payload: Vec<u8> = match next() % 4 {
                     0 => "héllo wörld ".repeat(len / 14 + 1).into_bytes()[..len].to_vec(),
+                    // The same with one bad byte somewhere (or none).
+                    3 => {
+                        let mut text = "héllo wörld ".repeat(len / 14 + 1).into_bytes();
+                        text.truncate(len);
+                        let at = next() as usize % (len + 1);
+                        if let Some(b) = text.get_mut(at) {
+                            *b = [0xff, 0x80, 0xc3, 0xf4][next() as usize % 4];
+                        }
+                        text
+                    }
                     1 => bytes(len, next()),
                     _ => [0x03, 0xe8, b'b', b'y', b'e']
                         .iter()

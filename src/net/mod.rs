@@ -49,7 +49,7 @@ use crate::metrics::{ServerCounters, add};
 pub mod masked;
 mod reader;
 
-pub use reader::{FrameReader, ReadError};
+pub use reader::{FrameReader, ReadError, Replay, Source};
 
 /// Read-ahead buffer of a connection's reader (server and client): frame
 /// headers and short payloads go through it, so it bounds what one `read`

@@ -50,7 +50,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use wsbench::net::WsUrl;
+use wsbench::client::WsUrl;
 use wsbench::pingpong;
 
 const BIN: &str = env!("CARGO_BIN_EXE_wsbench");

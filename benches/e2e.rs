@@ -43,8 +43,8 @@ use std::time::Instant;
 
 use serde::Serialize;
 use tungstenite::Message;
-use wsbench::http::HttpUrl;
-use wsbench::net::WsUrl;
+use wsbench::client::HttpUrl;
+use wsbench::client::WsUrl;
 use wsbench::pingpong;
 use wsbench::stats::{ImageStats, random_image};
 
@@ -107,7 +107,7 @@ fn raw_round_trips(addr: &str, request: &[u8], n: usize) -> f64 {
 }
 
 /// WebSocket text round trips per second on `/`, with our own client
-/// stack (`net::connect`: TCP_NODELAY, 16 KiB reads), as `pingpong` uses:
+/// stack (`client::connect`: TCP_NODELAY, 16 KiB reads), as `pingpong` uses:
 /// tungstenite's default client zero-fills a 128 KiB read buffer per read.
 fn ws_text_round_trips(url: &str, n: usize) -> f64 {
     let mut ws = TextPinger::open(url);
@@ -123,7 +123,7 @@ impl TextPinger {
     fn open(url: &str) -> TextPinger {
         let url = WsUrl::parse(url).unwrap();
         let timeout = std::time::Duration::from_secs(10);
-        TextPinger(wsbench::net::connect(&url, timeout).unwrap().socket)
+        TextPinger(wsbench::client::connect(&url, timeout).unwrap().socket)
     }
 
     fn ping(&mut self, n: usize) {

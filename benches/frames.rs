@@ -1,6 +1,6 @@
 //! Building and writing one masked 480,000-byte client frame into a sink:
 //! tungstenite's `send` (copy the payload after the header, then mask it in
-//! place) against `net::masked::send` (mask while copying, one write).
+//! place) against `client::masked::send` (mask while copying, one write).
 //! The socket's own copy is the same for both and left out.
 //!
 //! Then the other side: the server's `FrameReader` taking one client
@@ -13,7 +13,8 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use std::hint::black_box;
 use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Bytes, Message, WebSocket};
-use wsbench::net::{FrameReader, Replay, masked};
+use wsbench::client::masked;
+use wsbench::server::reader::{FrameReader, Replay};
 use wsbench::stats::random_image;
 
 const LEN: usize = 800 * 600;

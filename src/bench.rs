@@ -24,41 +24,28 @@ use serde::Serialize;
 use tungstenite::{Message, WebSocket};
 
 use crate::cli::{BenchArgs, BenchMode, ServerArgs};
+use crate::client::{self, WsUrl, masked};
 use crate::error::Error;
+use crate::export::{self, Record, write_csv};
 use crate::metrics::{Latency, LatencySummary};
-use crate::net::{self, WsUrl};
 use crate::stats::{self, ImageStats};
 
 /// Client threads in parallel mode do a connect, one send and one read:
 /// a small stack lets a thousand of them start at once.
 const CLIENT_STACK: usize = 256 * 1024;
 
-/// One message's timings; the CSV row, columns in SPEC.md's order.
-#[derive(Debug, Clone, Serialize)]
-pub struct Record {
-    pub idx: u64,
-    pub start_unix_s: f64,
-    pub connect_s: f64,
-    pub send_s: f64,
-    pub recv_s: f64,
-    pub total_s: f64,
-    pub ok: bool,
-    pub error: String,
-}
-
-impl Record {
-    /// A message about to start now, failed until proven otherwise.
-    fn start(idx: u64) -> Record {
-        Record {
-            idx,
-            start_unix_s: unix_now(),
-            connect_s: 0.0,
-            send_s: 0.0,
-            recv_s: 0.0,
-            total_s: 0.0,
-            ok: false,
-            error: String::new(),
-        }
+/// A message about to start now, failed until proven otherwise.
+fn start_record(idx: u64) -> Record {
+    Record {
+        idx,
+        start_unix_s: unix_now(),
+        connect_s: 0.0,
+        send_s: 0.0,
+        recv_s: 0.0,
+        total_s: 0.0,
+        ok: false,
+        error: String::new(),
+        connect_failure: None,
     }
 }
 
@@ -131,7 +118,7 @@ impl FailureStreak {
 }
 
 pub fn run(args: BenchArgs) -> Result<(), Error> {
-    let (url, embedded) = crate::server::url_or_embedded(args.url.as_deref(), || ServerArgs {
+    let (url, embedded) = crate::embedded::url_or_embedded(args.url.as_deref(), || ServerArgs {
         response: args.response,
         ..ServerArgs::default()
     })?;
@@ -179,7 +166,7 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
     let all_failed = failed.len() as u64 == summary.count && summary.count > 0;
     if let Some(cause) = failed
         .first()
-        .and_then(|r| r.error.strip_prefix("connect: "))
+        .and_then(|r| r.connect_failure.as_deref())
         .filter(|_| all_failed)
     {
         return Err(Error::Connect {
@@ -228,10 +215,10 @@ fn run_serial(
         if crate::signal::interrupted() || streak.stopped() {
             break;
         }
-        let mut record = Record::start(idx);
+        let mut record = start_record(idx);
         let started = Instant::now();
         if socket.is_none() {
-            match net::connect(&job.url, job.timeout) {
+            match client::connect(&job.url, job.timeout) {
                 Ok(connected) => {
                     record.connect_s = (connected.tcp + connected.handshake).as_secs_f64();
                     socket = Some(connected.socket);
@@ -244,6 +231,7 @@ fn run_serial(
                 }
                 Err(e) => {
                     record.error = format!("connect: {e}");
+                    record.connect_failure = Some(e.to_string());
                     record.total_s = started.elapsed().as_secs_f64();
                     streak.record(false);
                     records.push(record);
@@ -326,9 +314,9 @@ fn run_parallel(
 }
 
 fn one_short_message(job: &Job, idx: u64) -> Record {
-    let mut record = Record::start(idx);
+    let mut record = start_record(idx);
     let started = Instant::now();
-    match net::connect(&job.url, job.timeout) {
+    match client::connect(&job.url, job.timeout) {
         Ok(connected) => {
             record.connect_s = (connected.tcp + connected.handshake).as_secs_f64();
             let mut ws = connected.socket;
@@ -345,6 +333,7 @@ fn one_short_message(job: &Job, idx: u64) -> Record {
         Err(e) => {
             record.total_s = started.elapsed().as_secs_f64();
             record.error = format!("connect: {e}");
+            record.connect_failure = Some(e.to_string());
         }
     }
     record
@@ -352,7 +341,7 @@ fn one_short_message(job: &Job, idx: u64) -> Record {
 
 /// Sends the image and reads the reply into `record`'s send/recv times.
 ///
-/// Frames are our own (`net::masked`): one masking pass instead of
+/// Frames are our own (`client::masked`): one masking pass instead of
 /// tungstenite's copy then mask. tungstenite's own output (a pong it owes)
 /// is flushed first, so our frame never lands inside one of its frames.
 /// With `next`, the serial modes write a frame built ahead, then build the
@@ -374,13 +363,13 @@ fn exchange(
             let stream = ws.get_mut();
             stream.write_all(frame).and_then(|()| stream.flush())
         }
-        _ => net::masked::send(ws.get_mut(), net::masked::BINARY, &job.payload),
+        _ => masked::send(ws.get_mut(), masked::BINARY, &job.payload),
     };
     written.map_err(|e| format!("send: {}", crate::error::io_cause(&e)))?;
     let received = Instant::now();
     record.send_s = received.duration_since(sent).as_secs_f64();
     if let Some(frame) = next {
-        net::masked::encode(net::masked::BINARY, &job.payload, frame);
+        masked::encode(masked::BINARY, &job.payload, frame);
     }
     let reply = read_reply(ws);
     // A failed message's row still says how long its reply (a close, a
@@ -440,18 +429,6 @@ fn close(mut ws: WebSocket<std::net::TcpStream>) {
     while ws.read().is_ok() {}
 }
 
-fn write_csv(path: &std::path::Path, records: &[Record]) -> Result<(), Error> {
-    let fail = |cause: String| Error::Output {
-        path: path.display().to_string(),
-        cause,
-    };
-    let mut writer = csv::Writer::from_path(path).map_err(|e| fail(e.to_string()))?;
-    for record in records {
-        writer.serialize(record).map_err(|e| fail(e.to_string()))?;
-    }
-    writer.flush().map_err(|e| fail(crate::error::io_cause(&e)))
-}
-
 fn summarise(
     args: &BenchArgs,
     job: &Job,
@@ -496,16 +473,11 @@ fn summarise(
 }
 
 fn print_summary(s: &Summary, json: bool) {
-    let mut out = std::io::stdout().lock();
-    // A closed stdout (`| head`) is no reason to fail a finished run.
     if json {
-        let _ = writeln!(
-            out,
-            "{}",
-            serde_json::to_string(s).expect("plain numbers and strings")
-        );
-        return;
+        return export::print_json(s);
     }
+    // A closed stdout (`| head`) is no reason to fail a finished run.
+    let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
         "mode:       {} ({} bytes per message, {})",

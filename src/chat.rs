@@ -2,7 +2,7 @@
 //! (#5), rebuilt to survive dead connections and lose no typed line. It owns
 //! the terminal side (line editor or plain stdin, `< ` lines, status lines)
 //! and the delivery bookkeeping; the split connection itself is
-//! [`net::connect_split`]'s.
+//! [`connect::connect_split`]'s.
 //!
 //! # Threads and channels
 //!
@@ -82,8 +82,9 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::{Bytes, Message, WebSocket};
 
 use crate::cli::ChatArgs;
+use crate::client::WsUrl;
+use crate::client::connect::{self, ConnectError, ReadHalf, SplitClient, WriteHalf};
 use crate::error::{Error, io_cause};
-use crate::net::{self, ConnectError, ReadHalf, SplitClient, WriteHalf, WsUrl};
 use crate::signal;
 
 /// First wait before reconnecting; doubles up to `--reconnect-max-delay`.
@@ -556,7 +557,7 @@ impl Chat {
         let spawned = thread::Builder::new()
             .name(format!("chat-connect-{}", self.attempts))
             .spawn(move || {
-                let _ = tx.send(net::connect_split(request, timeout));
+                let _ = tx.send(connect::connect_split(request, timeout));
             });
         match spawned {
             Ok(_) => self.link = Link::Connecting(rx),

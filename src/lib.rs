@@ -5,9 +5,11 @@
 //! code. One module per subcommand or concern:
 //!
 //! - [`cli`]: every flag, and the parsers for durations and sizes.
-//! - [`net`]: one WebSocket connection split into a reader and a shared
-//!   writer, and the client-side connect.
-//! - [`server`]: `wsbench server`: accept loop, handshake, endpoints.
+//! - [`wire`]: RFC 6455 framing as bytes in, bytes out; no I/O.
+//! - [`server`]: `wsbench server`: accept loop, capacity, handshake, one
+//!   connection's reader and writer over its byte stream, the endpoints.
+//! - [`client`]: URLs, connecting, masked sends, the thin HTTP client.
+//! - [`embedded`]: the one place a client command starts a server.
 //! - [`stats`]: the image statistics kernel and its reply text.
 //! - [`bench`]: `wsbench bench`, the image speed test client.
 //! - [`chat`]: `wsbench chat`, the interactive client that reconnects and
@@ -16,23 +18,27 @@
 //! - [`load`]: `wsbench load`, many connections in batches, held, then closed.
 //! - [`report`]: `wsbench report`, bench CSVs into a Markdown summary and
 //!   SVG plots.
-//! - [`http`]: a minimal blocking HTTP/1.1 client (pingpong, `/metrics`).
 //! - [`metrics`]: latency recording and summaries, server counters.
 //! - [`error`]: the top-level error and its exit status.
+//! - [`export`]: the one CSV schema of a timed message, and `--json` lines.
+//! - [`process`]: this process's limits (the open-file limit).
 //! - [`progress`]: the progress bar, on a terminal only.
 //! - [`signal`]: Ctrl-C and SIGTERM, for every subcommand.
 
 pub mod bench;
 pub mod chat;
 pub mod cli;
+pub mod client;
+pub mod embedded;
 pub mod error;
-pub mod http;
+pub mod export;
 pub mod load;
 pub mod metrics;
-pub mod net;
 pub mod pingpong;
+pub mod process;
 pub mod progress;
 pub mod report;
 pub mod server;
 pub mod signal;
 pub mod stats;
+pub mod wire;

@@ -49,10 +49,11 @@ use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{Message, WebSocket};
 
 use crate::cli::{LoadArgs, ServerArgs};
+use crate::client::http;
+use crate::client::url::HttpUrl;
+use crate::client::{self, WsUrl};
 use crate::error::{Error, io_cause, ws_cause};
-use crate::http::{self, HttpUrl};
 use crate::metrics::{Latency, LatencySummary};
-use crate::net::{self, WsUrl};
 
 /// Stack of worker and holder threads: they keep their state on the heap;
 /// the deepest path is a handshake (httparse's header array, a few KiB).
@@ -162,11 +163,52 @@ const INTERRUPTED: &str = "interrupted";
 
 /// The reason a setup failure is counted under: its cause, with the phase
 /// where that helps (`connect timed out`, `handshake timed out`).
-fn setup_label(why: &str) -> String {
-    match why.split_once(": ") {
-        Some((phase @ ("connect" | "handshake"), "timed out")) => format!("{phase} timed out"),
-        Some(("connect", cause)) => cause.to_string(),
-        _ => why.to_string(),
+/// In which step a connection's setup failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Connect,
+    Handshake,
+    Poll,
+    /// Nothing to prefix: the cause says it all.
+    Other,
+}
+
+/// Why one connection could not be set up: the step and its cause, kept
+/// apart so that nothing has to be parsed back out of a message.
+#[derive(Debug, Clone)]
+struct SetupError {
+    phase: Phase,
+    cause: String,
+}
+
+impl SetupError {
+    fn new(phase: Phase, cause: impl Into<String>) -> SetupError {
+        SetupError {
+            phase,
+            cause: cause.into(),
+        }
+    }
+
+    /// The failure's label in the by-reason line: a connect failure is
+    /// its cause alone (`connection refused`).
+    fn label(&self) -> String {
+        match (self.phase, self.cause.as_str()) {
+            (Phase::Connect, "timed out") => "connect timed out".into(),
+            (Phase::Handshake, "timed out") => "handshake timed out".into(),
+            (Phase::Connect, cause) => cause.to_string(),
+            _ => self.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for SetupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.phase {
+            Phase::Connect => write!(f, "connect: {}", self.cause),
+            Phase::Handshake => write!(f, "handshake: {}", self.cause),
+            Phase::Poll => write!(f, "poll: {}", self.cause),
+            Phase::Other => f.write_str(&self.cause),
+        }
     }
 }
 
@@ -185,15 +227,15 @@ struct Setup {
     established: u64,
     failures: Failures,
     reasons: Reasons,
-    first_error: Option<String>,
+    first_error: Option<SetupError>,
     tcp: Latency,
     handshake: Latency,
 }
 
 impl Setup {
-    fn fail(&mut self, reason: Reason, why: String) {
+    fn fail(&mut self, reason: Reason, why: SetupError) {
         self.failures.count(reason);
-        self.reasons.add(setup_label(&why), 1);
+        self.reasons.add(why.label(), 1);
         log::debug!("connection failed: {why}");
         self.first_error.get_or_insert(why);
     }
@@ -266,7 +308,7 @@ fn io_reason(err: &io::Error) -> Reason {
     }
 }
 
-fn handshake_reason(err: tungstenite::Error) -> (Reason, String) {
+fn handshake_reason(err: tungstenite::Error) -> (Reason, SetupError) {
     use tungstenite::Error as E;
     match err {
         E::Http(response) => {
@@ -276,22 +318,28 @@ fn handshake_reason(err: tungstenite::Error) -> (Reason, String) {
             } else {
                 Reason::Handshake
             };
-            (reason, format!("server answered HTTP {status}"))
+            (
+                reason,
+                SetupError::new(Phase::Other, format!("server answered HTTP {status}")),
+            )
         }
         E::Io(e) => {
             let reason = match io_reason(&e) {
                 Reason::Other => Reason::Handshake,
                 reason => reason,
             };
-            (reason, format!("handshake: {}", io_cause(&e)))
+            (reason, SetupError::new(Phase::Handshake, io_cause(&e)))
         }
         E::Protocol(tungstenite::error::ProtocolError::HandshakeIncomplete)
         | E::ConnectionClosed
         | E::AlreadyClosed => (
             Reason::Reset,
-            "connection closed during the handshake".into(),
+            SetupError::new(Phase::Other, "connection closed during the handshake"),
         ),
-        other => (Reason::Handshake, format!("handshake failed: {other}")),
+        other => (
+            Reason::Handshake,
+            SetupError::new(Phase::Other, format!("handshake failed: {other}")),
+        ),
     }
 }
 
@@ -310,7 +358,7 @@ fn advance(
             match socket.take_error() {
                 Ok(None) => {}
                 Ok(Some(e)) | Err(e) => {
-                    setup.fail(io_reason(&e), format!("connect: {}", io_cause(&e)));
+                    setup.fail(io_reason(&e), SetupError::new(Phase::Connect, io_cause(&e)));
                     return Progress::Done;
                 }
             }
@@ -358,14 +406,14 @@ fn open_batch(
         setup.attempted += 1;
         match start_connect(target, bind) {
             Ok(p) => pending.push(p),
-            Err(e) => setup.fail(io_reason(&e), format!("connect: {}", io_cause(&e))),
+            Err(e) => setup.fail(io_reason(&e), SetupError::new(Phase::Connect, io_cause(&e))),
         }
     }
     let mut fds: Vec<libc::pollfd> = Vec::with_capacity(pending.len());
     while !pending.is_empty() {
         if crate::signal::interrupted() {
             for _ in pending.drain(..) {
-                setup.fail(Reason::Other, INTERRUPTED.into());
+                setup.fail(Reason::Other, SetupError::new(Phase::Other, INTERRUPTED));
             }
             break;
         }
@@ -399,7 +447,7 @@ fn open_batch(
                 continue;
             }
             for _ in pending.drain(..) {
-                setup.fail(Reason::Other, format!("poll: {}", io_cause(&err)));
+                setup.fail(Reason::Other, SetupError::new(Phase::Poll, io_cause(&err)));
             }
             break;
         }
@@ -413,10 +461,10 @@ fn open_batch(
                 }
             } else if now >= pending[i].phase_started + target.timeout {
                 let phase = match pending[i].step {
-                    Some(Step::Connecting(_)) => "connect",
-                    _ => "handshake",
+                    Some(Step::Connecting(_)) => Phase::Connect,
+                    _ => Phase::Handshake,
                 };
-                setup.fail(Reason::Timeout, format!("{phase}: timed out"));
+                setup.fail(Reason::Timeout, SetupError::new(phase, "timed out"));
                 pending.swap_remove(i);
             }
         }
@@ -637,30 +685,6 @@ pub struct Summary {
     pub round_trip: LatencySummary,
 }
 
-/// Raises the soft descriptor limit to the hard one; returns the limit.
-fn raise_fd_limit() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return u64::MAX;
-        }
-        if limit.rlim_cur < limit.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: limit.rlim_max,
-                rlim_max: limit.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                limit = raised;
-            }
-        }
-    }
-    limit.rlim_cur
-}
-
 /// Refuses, before anything starts, a run whose descriptors cannot fit.
 fn check_fd_limit(total: u64, embedded: bool, limit: u64) -> Result<(), Error> {
     let needed = if embedded { 2 * total } else { total } + FD_MARGIN;
@@ -717,7 +741,7 @@ pub fn run(args: LoadArgs) -> Result<(), Error> {
     let per_bind = args.workers as u64 * args.rounds as u64 * args.batch_size as u64;
     let total = binds.len() as u64 * per_bind;
     let embedded = args.url.is_none();
-    check_fd_limit(total, embedded, raise_fd_limit())?;
+    check_fd_limit(total, embedded, crate::process::raise_open_files())?;
     for ip in args.bind.iter() {
         let probe = Socket::new(
             Domain::for_address(SocketAddr::new(*ip, 0)),
@@ -733,7 +757,7 @@ pub fn run(args: LoadArgs) -> Result<(), Error> {
         }
     }
 
-    let (url, server) = crate::server::url_or_embedded(args.url.as_deref(), || {
+    let (url, server) = crate::embedded::url_or_embedded(args.url.as_deref(), || {
         let defaults = ServerArgs::default();
         ServerArgs {
             // Our own load must not meet the limit meant for strangers.
@@ -763,7 +787,7 @@ pub fn run(args: LoadArgs) -> Result<(), Error> {
         addr,
         // Replies are a few bytes: a 4 KiB read buffer keeps 10,000 held
         // connections near 40 MiB of buffers.
-        config: net::client_config().read_buffer_size(4096),
+        config: client::connect::client_config().read_buffer_size(4096),
         timeout: args.timeout,
     });
     if server.is_some() {
@@ -877,13 +901,11 @@ pub fn run(args: LoadArgs) -> Result<(), Error> {
     }
 
     if setup.established == 0 {
-        let cause = setup
-            .first_error
-            .unwrap_or_else(|| "no connection was attempted".into());
-        let cause = cause
-            .strip_prefix("connect: ")
-            .unwrap_or(&cause)
-            .to_string();
+        let cause = match setup.first_error {
+            Some(e) if e.phase == Phase::Connect => e.cause,
+            Some(e) => e.to_string(),
+            None => "no connection was attempted".into(),
+        };
         return Err(connect_err(cause));
     }
     let (server_connections_current, server_connections_unavailable) = match server_count {
@@ -930,17 +952,12 @@ pub fn run(args: LoadArgs) -> Result<(), Error> {
     }
 }
 
-fn print_summary(s: &Summary, json: bool, first_error: &Option<String>, held: &Held) {
-    let mut out = std::io::stdout().lock();
-    // A closed stdout (`| head`) is no reason to fail a finished run.
+fn print_summary(s: &Summary, json: bool, first_error: &Option<SetupError>, held: &Held) {
     if json {
-        let _ = writeln!(
-            out,
-            "{}",
-            serde_json::to_string(s).expect("plain numbers and strings")
-        );
-        return;
+        return crate::export::print_json(s);
     }
+    // A closed stdout (`| head`) is no reason to fail a finished run.
+    let mut out = std::io::stdout().lock();
     let bind = if s.bind.is_empty() {
         "any".to_string()
     } else {
@@ -1069,13 +1086,13 @@ mod tests {
     fn the_error_line_counts_reasons_most_frequent_first() {
         let mut reasons = Reasons::default();
         for why in [
-            "handshake: timed out",
-            "connect: connection refused",
-            "connect: connection refused",
-            "connect: timed out",
-            "interrupted",
+            SetupError::new(Phase::Handshake, "timed out"),
+            SetupError::new(Phase::Connect, "connection refused"),
+            SetupError::new(Phase::Connect, "connection refused"),
+            SetupError::new(Phase::Connect, "timed out"),
+            SetupError::new(Phase::Other, INTERRUPTED),
         ] {
-            reasons.add(setup_label(why), 1);
+            reasons.add(why.label(), 1);
         }
         reasons.add("round trip: timed out".into(), 3);
         assert_eq!(reasons.failed(), 7);

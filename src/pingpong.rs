@@ -12,7 +12,7 @@
 //! every run's ISO-8601 start and end, table 2 sets each count's HTTP time
 //! beside its WebSocket time, table 3 the rates and p50/p99. A reply other
 //! than the expected one fails the run and names what came back. The HTTP
-//! client is `crate::http`; the WebSocket client is `net::connect`.
+//! client is `client::http`; the WebSocket client is `client::connect`.
 //!
 //! The two sides fail apart: many WebSocket servers (node `ws`, Python
 //! `websockets`) answer no plain HTTP, and their WebSocket figures are worth
@@ -28,10 +28,11 @@ use indicatif::ProgressBar;
 use tungstenite::{Message, WebSocket};
 
 use crate::cli::{HttpMode, PingpongArgs, ServerArgs};
+use crate::client;
+use crate::client::http;
+use crate::client::url::{HttpUrl, WsUrl, authority};
 use crate::error::Error;
-use crate::http::{self, HttpUrl};
 use crate::metrics::{Latency, LatencySummary, human};
-use crate::net::{self, WsUrl};
 
 /// Which transport a run used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,7 +94,7 @@ pub fn ws_pings(
 ) -> Result<Run, Error> {
     let start = SystemTime::now();
     let started = Instant::now();
-    let connected = net::connect(url, timeout).map_err(|e| Error::Connect {
+    let connected = client::connect(url, timeout).map_err(|e| Error::Connect {
         url: url.text.clone(),
         cause: e.to_string(),
     })?;
@@ -272,10 +273,7 @@ pub struct Row {
 
 pub fn run(args: PingpongArgs) -> Result<(), Error> {
     let embedded = if args.ws_url.is_none() && args.http_url.is_none() {
-        Some(crate::server::start(ServerArgs {
-            port: 0,
-            ..ServerArgs::default()
-        })?)
+        Some(crate::embedded::start(ServerArgs::default())?)
     } else {
         None
     };
@@ -389,14 +387,6 @@ fn parse_http(text: &str) -> Result<HttpUrl, Error> {
         url: text.to_string(),
         why,
     })
-}
-
-fn authority(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
 }
 
 /// An ISO-8601 / RFC 3339 UTC time with milliseconds:

@@ -11,46 +11,21 @@
 //! SVG backend: text stays `<text>` elements, so no font is read here.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use plotters::prelude::*;
-use serde::Deserialize;
 
 use crate::cli::ReportArgs;
 use crate::error::{Error, io_cause};
+use crate::export::{Record, read_csv};
 use crate::metrics::{Latency, LatencySummary, human};
-
-/// One CSV row as `bench` writes it (`bench::Record`, read back).
-#[derive(Debug, Clone, Deserialize)]
-pub struct Row {
-    pub idx: u64,
-    pub start_unix_s: f64,
-    pub connect_s: f64,
-    pub send_s: f64,
-    pub recv_s: f64,
-    pub total_s: f64,
-    pub ok: bool,
-    pub error: String,
-}
-
-/// The columns `bench` writes, in its order.
-const COLUMNS: [&str; 8] = [
-    "idx",
-    "start_unix_s",
-    "connect_s",
-    "send_s",
-    "recv_s",
-    "total_s",
-    "ok",
-    "error",
-];
 
 /// One file's rows and the name it goes by in the table and legends.
 #[derive(Debug)]
 pub struct Run {
     pub name: String,
-    pub rows: Vec<Row>,
+    pub rows: Vec<Record>,
 }
 
 /// One row of `summary.md`.
@@ -93,7 +68,7 @@ pub fn run(args: ReportArgs) -> Result<(), Error> {
         .map(|(path, name)| {
             Ok(Run {
                 name,
-                rows: read_rows(path)?,
+                rows: read_csv(path)?,
             })
         })
         .collect::<Result<Vec<Run>, Error>>()?;
@@ -140,89 +115,6 @@ fn display_names(files: &[PathBuf]) -> Vec<String> {
     }
 }
 
-/// Reads and checks every row. Rows are numbered as in a spreadsheet or an
-/// editor: the header is row 1, so the first message is row 2.
-pub fn read_rows(path: &Path) -> Result<Vec<Row>, Error> {
-    let file = path.display().to_string();
-    let cannot_read = |cause: String| Error::Input {
-        path: file.clone(),
-        cause,
-    };
-    let bad_row = |row: u64, why: String| Error::BadRow {
-        path: file.clone(),
-        row,
-        why,
-    };
-    let mut reader = csv::Reader::from_path(path).map_err(|e| cannot_read(csv_cause(&e)))?;
-    let headers = reader
-        .headers()
-        .map_err(|e| cannot_read(csv_cause(&e)))?
-        .clone();
-    if let Some(missing) = COLUMNS.iter().find(|c| !headers.iter().any(|h| h == **c)) {
-        return Err(cannot_read(format!(
-            "no {missing} column, not a `wsbench bench` CSV"
-        )));
-    }
-    let mut rows = Vec::new();
-    let mut record = csv::StringRecord::new();
-    loop {
-        match reader.read_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {}
-            Err(e) => {
-                let row = e.position().map_or(0, |p| p.line());
-                return Err(bad_row(row, csv_cause(&e)));
-            }
-        }
-        let line = record.position().map_or(0, |p| p.line());
-        let row: Row = record.deserialize(Some(&headers)).map_err(|e| {
-            let why = match e.kind() {
-                csv::ErrorKind::Deserialize { err, .. } => match err.field() {
-                    Some(i) => format!(
-                        "bad {} \"{}\"",
-                        headers.get(i as usize).unwrap_or("?"),
-                        record.get(i as usize).unwrap_or("")
-                    ),
-                    None => err.kind().to_string(),
-                },
-                _ => csv_cause(&e),
-            };
-            bad_row(line, why)
-        })?;
-        check_row(&row).map_err(|why| bad_row(line, why))?;
-        rows.push(row);
-    }
-    Ok(rows)
-}
-
-/// What serde accepts but no clock produces: NaN, infinities, negative times.
-fn check_row(row: &Row) -> Result<(), String> {
-    let times = [
-        ("start_unix_s", row.start_unix_s),
-        ("connect_s", row.connect_s),
-        ("send_s", row.send_s),
-        ("recv_s", row.recv_s),
-        ("total_s", row.total_s),
-    ];
-    match times.iter().find(|(_, v)| !v.is_finite() || *v < 0.0) {
-        Some((name, value)) => Err(format!("bad {name} \"{value}\"")),
-        None => Ok(()),
-    }
-}
-
-/// A csv error's cause, short and lower-case like the rest of our errors.
-fn csv_cause(err: &csv::Error) -> String {
-    match err.kind() {
-        csv::ErrorKind::Io(e) if e.kind() == std::io::ErrorKind::NotFound => "no such file".into(),
-        csv::ErrorKind::Io(e) => io_cause(e),
-        csv::ErrorKind::UnequalLengths {
-            expected_len, len, ..
-        } => format!("{len} fields, expected {expected_len}"),
-        csv::ErrorKind::Utf8 { .. } => "not UTF-8 text".into(),
-        _ => err.to_string(),
-    }
-}
-
 pub fn summarise(run: &Run) -> RunSummary {
     let rows = &run.rows;
     let ok = rows.iter().filter(|r| r.ok).count();
@@ -244,7 +136,7 @@ pub fn summarise(run: &Run) -> RunSummary {
 }
 
 /// First start and last end, in unix seconds.
-fn span(rows: &[Row]) -> Option<(f64, f64)> {
+fn span(rows: &[Record]) -> Option<(f64, f64)> {
     let first = rows.iter().map(|r| r.start_unix_s).reduce(f64::min)?;
     let last = rows
         .iter()
@@ -257,11 +149,11 @@ fn span(rows: &[Row]) -> Option<(f64, f64)> {
 /// messages overlap in time; serial-short connects for every message;
 /// serial connects once (and again only after a failure). "-" when the
 /// rows do not tell.
-fn infer_mode(rows: &[Row]) -> &'static str {
+fn infer_mode(rows: &[Record]) -> &'static str {
     if rows.len() < 2 {
         return "-";
     }
-    let mut by_start: Vec<&Row> = rows.iter().collect();
+    let mut by_start: Vec<&Record> = rows.iter().collect();
     by_start.sort_by(|a, b| a.start_unix_s.total_cmp(&b.start_unix_s));
     // 10 µs of slack: start and total come from two clocks read a moment apart.
     let overlaps = by_start
@@ -562,8 +454,8 @@ fn draw_process_panel<DB: DrawingBackend>(
 mod tests {
     use super::*;
 
-    fn row(idx: u64, start: f64, connect: f64, total: f64) -> Row {
-        Row {
+    fn row(idx: u64, start: f64, connect: f64, total: f64) -> Record {
+        Record {
             idx,
             start_unix_s: start,
             connect_s: connect,
@@ -572,6 +464,7 @@ mod tests {
             total_s: total,
             ok: true,
             error: String::new(),
+            connect_failure: None,
         }
     }
 

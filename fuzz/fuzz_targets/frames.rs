@@ -11,7 +11,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use tungstenite::Message;
-use wsbench::net::{FrameReader, ReadError, Replay};
+use wsbench::server::reader::{FrameReader, ReadError, Replay};
 
 /// How reading ended: the peer's close frame or end of stream (`None`),
 /// or a refusal with its close code.

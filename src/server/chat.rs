@@ -18,9 +18,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tungstenite::Message;
 use tungstenite::protocol::frame::coding::CloseCode;
 
+use super::conn::Stop;
 use super::outbox::{Outbox, Push};
+use super::peer::Peer;
 use crate::metrics::{ServerCounters, add};
-use crate::net::{Peer, Stop};
 
 type Room = HashMap<u64, Arc<Outbox>>;
 

@@ -6,11 +6,13 @@
 //! This is all our own parsing of network bytes before tungstenite takes
 //! over, so it is strict about sizes and never panics on input.
 
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::io;
+use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
 use tungstenite::handshake::derive_accept_key;
+
+use super::stream::Stream;
 
 use crate::cli::ResponseMode;
 
@@ -113,7 +115,7 @@ pub enum HeadError {
 /// bytes after it (a body, a pipelined request, early WebSocket frames)
 /// stay in `buf`.
 pub fn read_head(
-    stream: &TcpStream,
+    stream: &Stream,
     buf: &mut Vec<u8>,
     deadline: Instant,
 ) -> Result<(Head, usize), HeadError> {
@@ -132,7 +134,7 @@ pub fn read_head(
         stream.set_read_timeout(Some(left)).map_err(HeadError::Io)?;
         let start = buf.len();
         buf.resize(start + 2048, 0);
-        let read = (&*stream).read(&mut buf[start..]);
+        let read = stream.read(&mut buf[start..]);
         buf.truncate(start + *read.as_ref().unwrap_or(&0));
         match read {
             Ok(0) if start == 0 => return Err(HeadError::Empty),
@@ -326,7 +328,7 @@ pub fn decide_upgrade(head: &Head) -> Decision {
 /// side is shut down first and what the client still sends is read and
 /// discarded for a moment, since closing with input unread makes the kernel
 /// send a reset that can destroy the answer (RFC 9112 §9.6).
-pub fn refuse(stream: &TcpStream, status: u16, why: &str, extra: &str) {
+pub fn refuse(stream: &Stream, status: u16, why: &str, extra: &str) {
     if write_status(stream, status, why, extra).is_err() {
         return;
     }
@@ -339,7 +341,7 @@ pub fn refuse(stream: &TcpStream, status: u16, why: &str, extra: &str) {
         if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
             return;
         }
-        match (&*stream).read(&mut sink) {
+        match stream.read(&mut sink) {
             Ok(0) => return,
             Ok(n) => drained += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -349,13 +351,13 @@ pub fn refuse(stream: &TcpStream, status: u16, why: &str, extra: &str) {
 }
 
 /// Writes a short plain-text error response that closes the connection.
-pub fn write_status(stream: &TcpStream, status: u16, body: &str, extra: &str) -> io::Result<()> {
+pub fn write_status(stream: &Stream, status: u16, body: &str, extra: &str) -> io::Result<()> {
     let response = format!(
         "HTTP/1.1 {status} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n{body}\n",
         reason_phrase(status),
         body.len() + 1,
     );
-    (&*stream).write_all(response.as_bytes())
+    stream.write_all(response.as_bytes())
 }
 
 pub fn reason_phrase(status: u16) -> &'static str {

@@ -5,14 +5,13 @@
 //! or asks to.
 
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use super::Shared;
 use super::handshake::{self, Head, reason_phrase, route};
 use super::image::text_reply;
+use super::stream::Stream;
 use crate::metrics::{ServerCounters, add, get};
 
 /// Serves `head` (already read into `buf`) and every request after it on
@@ -20,7 +19,7 @@ use crate::metrics::{ServerCounters, add, get};
 /// (the socket's write timeout, set by the caller).
 pub fn serve(
     shared: &Shared,
-    stream: &TcpStream,
+    stream: &Stream,
     id: u64,
     mut head: Head,
     mut head_len: usize,
@@ -75,7 +74,7 @@ pub fn serve(
         if head.method != "HEAD" {
             response.push_str(&text);
         }
-        if let Err(e) = (&*stream).write_all(response.as_bytes()) {
+        if let Err(e) = stream.write_all(response.as_bytes()) {
             log::info!(
                 "conn {id}: response not taken within --ping-timeout, closed: {}",
                 crate::error::io_cause(&e)
@@ -114,7 +113,7 @@ pub fn serve(
 }
 
 /// Whether the peer sends something (or closes) within `limit`.
-fn readable_within(stream: &TcpStream, limit: Duration) -> bool {
+fn readable_within(stream: &Stream, limit: Duration) -> bool {
     let mut fd = libc::pollfd {
         fd: stream.as_raw_fd(),
         events: libc::POLLIN,
@@ -139,7 +138,7 @@ fn readable_within(stream: &TcpStream, limit: Duration) -> bool {
 /// Reads until `buf` holds `want` bytes; false if the peer or the clock
 /// ran out first. The buffer grows with what arrives, never ahead of it
 /// by more than a read's worth: an announced length is only a claim.
-fn read_body(stream: &TcpStream, buf: &mut Vec<u8>, want: usize, deadline: Instant) -> bool {
+fn read_body(stream: &Stream, buf: &mut Vec<u8>, want: usize, deadline: Instant) -> bool {
     const STEP: usize = 64 * 1024;
     while buf.len() < want {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -148,7 +147,7 @@ fn read_body(stream: &TcpStream, buf: &mut Vec<u8>, want: usize, deadline: Insta
         }
         let start = buf.len();
         buf.resize(start + (want - start).min(STEP), 0);
-        match (&*stream).read(&mut buf[start..]) {
+        match stream.read(&mut buf[start..]) {
             Ok(0) => return false,
             Ok(n) => buf.truncate(start + n),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => buf.truncate(start),

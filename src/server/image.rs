@@ -19,9 +19,10 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tungstenite::{Bytes, Message};
 
+use super::conn::Stop;
+use super::peer::Peer;
 use crate::cli::ResponseMode;
 use crate::metrics::{ServerCounters, add, sub};
-use crate::net::{Peer, Stop};
 use crate::stats::ImageStats;
 
 /// The reply to a text message on `/`: `Pong!` if it contains `ping` in

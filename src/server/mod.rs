@@ -8,7 +8,7 @@
 //!    │ no
 //! thread conn-N (small stack; cannot start? ─> refuse.rs)
 //!    └─ read head (--handshake-timeout)
-//!    ├─ upgrade ─> 101 ─> net::Conn::run ─> endpoint (image.rs, ...)
+//!    ├─ upgrade ─> 101 ─> conn.rs: Conn::run ─> endpoint (image.rs, ...)
 //!    └─ plain HTTP ─> http.rs (keep-alive)
 //! ```
 //!
@@ -18,15 +18,19 @@
 
 pub mod capacity;
 pub mod chat;
+pub mod conn;
 pub mod handshake;
 pub mod http;
 pub mod image;
 pub mod lograte;
 pub mod outbox;
+pub mod peer;
+pub mod reader;
 pub mod refuse;
+pub mod stream;
 
 use std::collections::HashMap;
-use std::io::{self, Write};
+use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -41,14 +45,16 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use crate::cli::ServerArgs;
 use crate::error::{Error, io_cause};
 use crate::metrics::{ServerCounters, add, get, sub};
-use crate::net::{Conn, Control, End, Heartbeat, Peer, Stop};
 use capacity::Capacity;
 use chat::{ChatConn, Hub};
+use conn::{Conn, Control, End, Heartbeat, Stop};
 use handshake::{Decision, Endpoint, HeadError};
 use image::{ImageConn, Jobs};
 use lograte::RateLog;
 use outbox::{Dropped, Writers};
+use peer::Peer;
 use refuse::{Refuser, Why};
+use stream::Stream;
 
 /// Stack of a connection thread. Its deepest path is a handshake plus a
 /// log line; 256 KiB leaves ample room. Pages are touched only as used,
@@ -122,7 +128,7 @@ pub fn start(mut args: ServerArgs) -> Result<Handle, Error> {
     let writers = Writers::start(args.ping_timeout)
         .map_err(|e| Error::Other(format!("cannot start the chat writers: {}", io_cause(&e))))?;
     // Each refusal in progress holds a descriptor; keep a few for them.
-    let refusal_fds = (raise_fd_limit() / 16).clamp(8, 256);
+    let refusal_fds = (crate::process::raise_open_files() / 16).clamp(8, 256);
     let rate = Arc::new(RateLog::default());
     let refuser = Refuser::start(
         Arc::clone(&counters),
@@ -260,24 +266,6 @@ impl Shared {
     }
 }
 
-/// Where a client subcommand sends: `url` when given, else `/` of a server
-/// started in this process on an ephemeral port with `args()`, returned
-/// too so the caller can shut it down.
-pub fn url_or_embedded(
-    url: Option<&str>,
-    args: impl FnOnce() -> ServerArgs,
-) -> Result<(crate::net::WsUrl, Option<Handle>), Error> {
-    let (text, embedded) = match url {
-        Some(url) => (url.to_string(), None),
-        None => {
-            let handle = start(ServerArgs { port: 0, ..args() })?;
-            (format!("{}/", handle.url()), Some(handle))
-        }
-    };
-    let url = crate::net::WsUrl::parse(&text).map_err(|why| Error::Url { url: text, why })?;
-    Ok((url, embedded))
-}
-
 /// `wsbench server`: runs until Ctrl-C or SIGTERM.
 pub fn run(args: ServerArgs) -> Result<(), Error> {
     let handle = start(args)?;
@@ -297,31 +285,6 @@ pub fn run(args: ServerArgs) -> Result<(), Error> {
     log::info!("shutting down");
     handle.shutdown();
     Ok(())
-}
-
-/// Each connection holds one descriptor and the soft limit is often far
-/// below the hard one: raise it. Returns the soft limit now in force.
-fn raise_fd_limit() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return 1024;
-        }
-        if limit.rlim_cur < limit.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: limit.rlim_max,
-                rlim_max: limit.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                limit = raised;
-            }
-        }
-    }
-    limit.rlim_cur
 }
 
 fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
@@ -395,12 +358,12 @@ impl Drop for Slot<'_> {
     }
 }
 
-fn serve(shared: &Arc<Shared>, stream: TcpStream, id: u64) {
-    // Dropped before the socket closes on every path (`stream`, a
-    // parameter, outlives it; the end below drops it before `peer`), so a
+fn serve(shared: &Arc<Shared>, tcp: TcpStream, id: u64) {
+    let _ = tcp.set_nodelay(true);
+    let stream = Arc::new(Stream::new(tcp));
+    // Declared after the stream, so dropped before it on every path: a
     // client that has seen our FIN also sees the connection counted out.
     let slot = Slot(&shared.counters);
-    let _ = stream.set_nodelay(true);
     // Every write to this peer, plain HTTP or WebSocket, gives up after
     // --ping-timeout without progress.
     let _ = stream.set_write_timeout(Some(shared.args.ping_timeout));
@@ -416,7 +379,7 @@ fn serve(shared: &Arc<Shared>, stream: TcpStream, id: u64) {
     }
     let endpoint = match handshake::decide_upgrade(&head) {
         Decision::Accept { endpoint, response } => {
-            if let Err(e) = (&stream).write_all(response.as_bytes()) {
+            if let Err(e) = stream.write_all(response.as_bytes()) {
                 add(&shared.counters.handshake_failures_total, 1);
                 log::debug!("conn {id}: handshake reply failed: {}", io_cause(&e));
                 return;
@@ -435,7 +398,7 @@ fn serve(shared: &Arc<Shared>, stream: TcpStream, id: u64) {
     buf.drain(..head_len);
     let conn = match Conn::accept(
         id,
-        stream,
+        Arc::clone(&stream),
         buf,
         Arc::clone(&shared.counters),
         shared.args.max_message_size,
@@ -526,7 +489,7 @@ fn hello(peer: &Peer, message: Message) -> Result<(), Stop> {
 }
 
 /// Answers a head that could not be read whole, and logs it once.
-fn refuse_head(shared: &Shared, stream: &TcpStream, id: u64, err: HeadError) {
+fn refuse_head(shared: &Shared, stream: &Stream, id: u64, err: HeadError) {
     let counters = &shared.counters;
     match err {
         HeadError::Empty => {}

@@ -33,7 +33,7 @@ use crossbeam_channel::{Receiver, Sender};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::{Message, WebSocket};
 
-use crate::net::{Peer, WriteHalf};
+use super::peer::{Peer, WriteHalf};
 
 /// How long a dropped member's close frame may wait for room in its
 /// socket before the connection is cut without it (never longer than

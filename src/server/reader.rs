@@ -24,16 +24,18 @@
 //! very code the server runs without sockets.
 
 use std::io;
-use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Instant;
 
-use socket2::SockRef;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::{Bytes, Message, Utf8Bytes};
 
+use super::stream::Stream;
 use crate::error::io_cause;
+use crate::wire::{
+    BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT, mask_in_place, parse_client_header,
+};
 
 /// Payloads at least this long are read straight into their own buffer.
 pub const DIRECT: usize = 4096;
@@ -67,13 +69,6 @@ fn invalid_text() -> ReadError {
     ReadError::Refuse(CloseCode::Invalid, "invalid utf-8 in text".into())
 }
 
-const CONTINUATION: u8 = 0x0;
-const TEXT: u8 = 0x1;
-const BINARY: u8 = 0x2;
-const CLOSE: u8 = 0x8;
-const PING: u8 = 0x9;
-const PONG: u8 = 0xa;
-
 /// A frame whose header was parsed and whose payload is arriving.
 struct Frame {
     fin: bool,
@@ -101,7 +96,7 @@ impl Frame {
     fn unmask_arrived(&mut self) {
         let phase = (self.unmasked - self.start) % 4;
         let mask = std::array::from_fn(|i| self.mask[(phase + i) % 4]);
-        unmask(&mut self.dest[self.unmasked..], mask);
+        mask_in_place(&mut self.dest[self.unmasked..], mask);
         self.unmasked = self.dest.len();
     }
 
@@ -140,13 +135,9 @@ pub trait Source {
     fn recv(&mut self, dest: &mut Vec<u8>, max: usize) -> io::Result<usize>;
 }
 
-impl Source for Arc<TcpStream> {
+impl Source for Arc<Stream> {
     fn recv(&mut self, dest: &mut Vec<u8>, max: usize) -> io::Result<usize> {
-        let spare = &mut dest.spare_capacity_mut()[..max];
-        let n = SockRef::from(&**self).recv(spare)?;
-        // SAFETY: recv(2) initialised the first `n` bytes of the spare capacity.
-        unsafe { dest.set_len(dest.len() + n) };
-        Ok(n)
+        self.recv_into(dest, max)
     }
 }
 
@@ -190,7 +181,7 @@ impl Source for Replay {
     }
 }
 
-pub struct FrameReader<S: Source = Arc<TcpStream>> {
+pub struct FrameReader<S: Source = Arc<Stream>> {
     stream: S,
     /// Read-ahead: unread bytes are `buf[pos..]`.
     buf: Vec<u8>,
@@ -206,7 +197,7 @@ impl<S: Source> FrameReader<S> {
     /// `leftover`: bytes the client sent after its handshake request.
     pub fn new(stream: S, leftover: Vec<u8>, max_size: usize) -> FrameReader<S> {
         let mut buf = leftover;
-        buf.reserve(crate::net::READ_CHUNK.saturating_sub(buf.len()));
+        buf.reserve(super::conn::READ_AHEAD.saturating_sub(buf.len()));
         FrameReader {
             stream,
             buf,
@@ -236,7 +227,10 @@ impl<S: Source> FrameReader<S> {
     /// needed, and prepares the payload's destination.
     fn next_header(&mut self) -> Result<Frame, ReadError> {
         let (fin, opcode, mask, len) = loop {
-            match parse_header(&self.buf[self.pos..])? {
+            match parse_client_header(&self.buf[self.pos..])
+                .map_err(|e| protocol(e.to_string()))?
+                .map(|h| (h.fin, h.opcode, h.mask, h.len, h.size))
+            {
                 Some((fin, opcode, mask, len, size)) => {
                     self.pos += size;
                     break (fin, opcode, mask, len);
@@ -328,7 +322,7 @@ impl<S: Source> FrameReader<S> {
         self.buf.drain(..self.pos);
         self.pos = 0;
         if self.buf.capacity() - self.buf.len() < 1024 {
-            self.buf.reserve(crate::net::READ_CHUNK);
+            self.buf.reserve(super::conn::READ_AHEAD);
         }
         let room = self.buf.capacity() - self.buf.len();
         let n = recv(&mut self.stream, &mut self.buf, room)?;
@@ -399,70 +393,6 @@ fn is_again(e: &io::Error) -> bool {
     )
 }
 
-/// `Some((fin, opcode, mask, payload length, header size))` once the whole
-/// header is in `bytes`. Checks what the first two bytes can tell at once.
-#[allow(clippy::type_complexity)]
-fn parse_header(bytes: &[u8]) -> Result<Option<(bool, u8, [u8; 4], u64, usize)>, ReadError> {
-    let [b0, b1, ..] = *bytes else {
-        return Ok(None);
-    };
-    let fin = b0 & 0x80 != 0;
-    let opcode = b0 & 0x0f;
-    if b0 & 0x70 != 0 {
-        return Err(protocol("reserved bits are non-zero"));
-    }
-    match opcode {
-        CONTINUATION | TEXT | BINARY | CLOSE | PING | PONG => {}
-        3..=7 => return Err(protocol(format!("unknown data frame type {opcode}"))),
-        _ => return Err(protocol(format!("unknown control frame type {opcode}"))),
-    }
-    if b1 & 0x80 == 0 {
-        return Err(protocol("unmasked frame from client"));
-    }
-    let (len_size, short) = match b1 & 0x7f {
-        126 => (2, None),
-        127 => (8, None),
-        n => (0, Some(n as u64)),
-    };
-    if opcode >= CLOSE && !fin {
-        return Err(protocol("fragmented control frame"));
-    }
-    let size = 2 + len_size + 4;
-    if bytes.len() < size {
-        return Ok(None);
-    }
-    let len = short.unwrap_or_else(|| {
-        let mut be = [0u8; 8];
-        be[8 - len_size..].copy_from_slice(&bytes[2..2 + len_size]);
-        u64::from_be_bytes(be)
-    });
-    if len >> 63 != 0 {
-        return Err(protocol("64-bit payload length with its top bit set"));
-    }
-    // The length, not its encoding: a 122-byte ping written with the 16-bit
-    // form is allowed (as tungstenite and browsers allow it).
-    if opcode >= CLOSE && len > 125 {
-        return Err(protocol("control frame over 125 bytes"));
-    }
-    let mask = bytes[2 + len_size..size].try_into().expect("four bytes");
-    Ok(Some((fin, opcode, mask, len, size)))
-}
-
-/// Unmasks in place, eight bytes at a time (the compiler vectorises it).
-fn unmask(payload: &mut [u8], mask: [u8; 4]) {
-    let wide = u64::from_ne_bytes([
-        mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3],
-    ]);
-    let mut chunks = payload.chunks_exact_mut(8);
-    for chunk in &mut chunks {
-        let word = u64::from_ne_bytes((&*chunk).try_into().expect("eight bytes")) ^ wide;
-        chunk.copy_from_slice(&word.to_ne_bytes());
-    }
-    for (i, byte) in chunks.into_remainder().iter_mut().enumerate() {
-        *byte ^= mask[i & 3];
-    }
-}
-
 /// A whole data message; a text's bytes `..valid` were checked as they
 /// arrived, so only a character begun and never finished can be wrong.
 fn data_message(text: bool, data: Vec<u8>, valid: usize) -> Result<Message, ReadError> {
@@ -503,6 +433,7 @@ mod tests {
     use super::*;
     use std::io::Write;
     use std::net::TcpListener;
+    use std::net::TcpStream;
     use std::time::Duration;
 
     /// A masked client frame.
@@ -555,7 +486,7 @@ mod tests {
             let _ = client.shutdown(std::net::Shutdown::Write);
             let _ = std::io::Read::read(&mut client, &mut [0u8; 1]);
         });
-        FrameReader::new(Arc::new(server), Vec::new(), 1 << 24)
+        FrameReader::new(Arc::new(Stream::new(server)), Vec::new(), 1 << 24)
     }
 
     fn bytes(len: usize, seed: u64) -> Vec<u8> {
@@ -642,7 +573,7 @@ mod tests {
         server
             .set_read_timeout(Some(Duration::from_millis(20)))
             .unwrap();
-        let mut reader = FrameReader::new(Arc::new(server), Vec::new(), 1 << 20);
+        let mut reader = FrameReader::new(Arc::new(Stream::new(server)), Vec::new(), 1 << 20);
         let mut again = 0;
         for part in [&wire[..1], &wire[1..9], &wire[9..5000], &wire[5000..]] {
             client.write_all(part).unwrap();
@@ -811,7 +742,7 @@ mod tests {
             let data = bytes(len, len as u64);
             let mask = [0x12, 0x34, 0x56, 0x78];
             let mut fast = data.clone();
-            unmask(&mut fast, mask);
+            mask_in_place(&mut fast, mask);
             let slow: Vec<u8> = data
                 .iter()
                 .enumerate()

@@ -13,50 +13,8 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
+use super::url::HttpUrl;
 use crate::error::io_cause;
-
-/// An `http://host:port/path` URL, split for connecting.
-#[derive(Debug, Clone)]
-pub struct HttpUrl {
-    pub text: String,
-    pub host: String,
-    pub port: u16,
-    /// The path and query, `/` when the URL has none.
-    pub path: String,
-}
-
-impl HttpUrl {
-    pub fn parse(text: &str) -> Result<HttpUrl, String> {
-        let uri: tungstenite::http::Uri = text.parse().map_err(|e| format!("{e}"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => return Err("https:// (TLS) is not supported".into()),
-            _ => return Err("the scheme must be http://".into()),
-        }
-        let host = uri.host().ok_or("no host")?;
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
-        let path = if path.is_empty() { "/".into() } else { path };
-        Ok(HttpUrl {
-            text: text.to_string(),
-            port: uri.port_u16().unwrap_or(80),
-            host,
-            path,
-        })
-    }
-
-    /// `host:port` as a Host header (IPv6 literals in brackets).
-    fn authority(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
-    }
-}
 
 /// A response: status and whole body.
 #[derive(Debug)]
@@ -294,20 +252,6 @@ pub fn get(url: &HttpUrl, timeout: Duration) -> Result<Response, Error> {
 mod tests {
     use super::*;
     use std::net::TcpListener;
-
-    #[test]
-    fn urls_split_into_host_port_and_path() {
-        let url = HttpUrl::parse("http://127.0.0.1:7788/metrics").unwrap();
-        assert_eq!((url.host.as_str(), url.port), ("127.0.0.1", 7788));
-        assert_eq!(url.path, "/metrics");
-        assert_eq!(HttpUrl::parse("http://x:1").unwrap().path, "/");
-        assert_eq!(
-            HttpUrl::parse("http://[::1]:9/").unwrap().authority(),
-            "[::1]:9"
-        );
-        assert!(HttpUrl::parse("ws://x/").is_err());
-        assert!(HttpUrl::parse("https://x/").is_err());
-    }
 
     /// A peer that answers `responses` in order, one per request read, and
     /// closes after reading a request it has no answer for.

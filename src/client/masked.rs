@@ -13,7 +13,8 @@
 use std::cell::RefCell;
 use std::io::{self, Write};
 
-pub const BINARY: u8 = 0x2;
+pub use crate::wire::BINARY;
+use crate::wire::{client_header, mask_into};
 
 /// Most payload bytes masked and written per `write` call.
 pub const CHUNK: usize = 4 << 20;
@@ -27,7 +28,7 @@ thread_local! {
 /// twice or lost.
 pub fn send(stream: &mut impl Write, opcode: u8, payload: &[u8]) -> io::Result<()> {
     let mask = random_mask();
-    let (header, size) = header(opcode, payload.len(), mask);
+    let (header, size) = client_header(opcode, payload.len(), mask);
     let header = &header[..size];
     SCRATCH.with_borrow_mut(|out| {
         // The buffer only ever grows, so its zero-fill is paid once per
@@ -60,52 +61,10 @@ pub fn send(stream: &mut impl Write, opcode: u8, payload: &[u8]) -> io::Result<(
 /// frames of one size costs no zero-fill after the first.
 pub fn encode(opcode: u8, payload: &[u8], out: &mut Vec<u8>) {
     let mask = random_mask();
-    let (header, size) = header(opcode, payload.len(), mask);
+    let (header, size) = client_header(opcode, payload.len(), mask);
     out.resize(size + payload.len(), 0);
     out[..size].copy_from_slice(&header[..size]);
     mask_into(&mut out[size..], payload, mask);
-}
-
-/// A client frame header: FIN, opcode, MASK, the shortest length encoding,
-/// the mask; and how many of the 14 bytes it takes.
-fn header(opcode: u8, len: usize, mask: [u8; 4]) -> ([u8; 14], usize) {
-    let mut header = [0u8; 14];
-    header[0] = 0x80 | opcode;
-    let size = match len {
-        0..=125 => {
-            header[1] = 0x80 | len as u8;
-            2
-        }
-        126..=65_535 => {
-            header[1] = 0x80 | 126;
-            header[2..4].copy_from_slice(&(len as u16).to_be_bytes());
-            4
-        }
-        _ => {
-            header[1] = 0x80 | 127;
-            header[2..10].copy_from_slice(&(len as u64).to_be_bytes());
-            10
-        }
-    };
-    header[size..size + 4].copy_from_slice(&mask);
-    (header, size + 4)
-}
-
-/// `dst = src ^ mask` (mask phase 0), eight bytes at a time so the
-/// compiler vectorises it.
-fn mask_into(dst: &mut [u8], src: &[u8], mask: [u8; 4]) {
-    let wide = u64::from_ne_bytes([
-        mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3],
-    ]);
-    let mut d = dst.chunks_exact_mut(8);
-    let mut s = src.chunks_exact(8);
-    for (d, s) in (&mut d).zip(&mut s) {
-        let x = u64::from_ne_bytes(s.try_into().expect("eight bytes")) ^ wide;
-        d.copy_from_slice(&x.to_ne_bytes());
-    }
-    for (i, (d, s)) in d.into_remainder().iter_mut().zip(s.remainder()).enumerate() {
-        *d = s ^ mask[i & 3];
-    }
 }
 
 /// RFC 6455 5.3 asks for an unpredictable mask per frame: the kernel's

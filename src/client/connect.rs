@@ -1,0 +1,222 @@
+//! Client connections: TCP connect with a timeout, the WebSocket
+//! handshake, and a connection split into a reader and a writer for two
+//! threads (chat). One stream type, [`Stream`], carries every client's
+//! bytes, so TLS can slot in beneath all of them.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tungstenite::WebSocket;
+use tungstenite::protocol::{Role, WebSocketConfig};
+
+use super::url::WsUrl;
+use crate::error::io_cause;
+
+/// tungstenite's read buffer for our clients. Replies are short and
+/// tungstenite zero-fills the buffer on every read, so keep it small: a
+/// thousand parallel clients stay light.
+pub const READ_BUFFER: usize = 4 * 1024;
+
+/// The byte stream of a client connection.
+pub type Stream = TcpStream;
+
+/// The reading side of the socket: reads count as liveness, writes vanish.
+///
+/// A client builds it unmuted, runs tungstenite's handshake over it (so
+/// bytes the server sent right after its 101 stay in the reader's buffer),
+/// then mutes it ([`connect_split`]).
+pub struct ReadHalf {
+    stream: Arc<TcpStream>,
+    last_read: Instant,
+    muted: bool,
+}
+
+impl Read for ReadHalf {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = (&*self.stream).read(buf)?;
+        self.last_read = Instant::now();
+        Ok(n)
+    }
+}
+
+impl Write for ReadHalf {
+    // Once muted, tungstenite's own pong and close replies land here;
+    // `Conn::run` (or the client's writer) sends them through the writer
+    // instead, so the two never interleave.
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.muted {
+            return Ok(buf.len());
+        }
+        (&*self.stream).write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The writing side of a split client connection. tungstenite asks for
+/// `Read` too but never reads on the write path.
+pub struct WriteHalf(Arc<Stream>);
+
+impl Read for WriteHalf {
+    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+        Ok(0)
+    }
+}
+
+impl Write for WriteHalf {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self.0).write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A client connection and how long its two set-up phases took.
+pub struct Connected {
+    pub socket: WebSocket<TcpStream>,
+    pub tcp: Duration,
+    pub handshake: Duration,
+}
+
+/// Why a client connection could not be set up; the text is the cause
+/// only, callers prefix `cannot connect to URL: `.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot resolve host: {0}")]
+    Resolve(String),
+    #[error("{0}")]
+    Tcp(String),
+    #[error("handshake failed: {0}")]
+    Handshake(String),
+    /// The server answered the upgrade with this HTTP status.
+    #[error("server answered HTTP {0}")]
+    Status(u16),
+}
+
+/// Client config: replies are short, so a small read buffer keeps a
+/// thousand parallel clients light.
+pub fn client_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+}
+
+/// TCP connect (trying every resolved address), then the WebSocket
+/// handshake, each bounded by `timeout`. The socket keeps `timeout` as its
+/// read and write timeout.
+pub fn connect(url: &WsUrl, timeout: Duration) -> Result<Connected, ConnectError> {
+    let started = Instant::now();
+    let stream = tcp_connect(&url.host, url.port, timeout)?;
+    let tcp = started.elapsed();
+    let shaken = Instant::now();
+    let (socket, _response) =
+        tungstenite::client::client_with_config(url.text.as_str(), stream, Some(client_config()))
+            .map_err(handshake_error)?;
+    Ok(Connected {
+        socket,
+        tcp,
+        handshake: shaken.elapsed(),
+    })
+}
+
+fn tcp_connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, ConnectError> {
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| ConnectError::Resolve(io_cause(&e)))?
+        .collect();
+    let mut last = ConnectError::Resolve("no address".into());
+    let mut stream = None;
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, timeout) {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(e) => last = ConnectError::Tcp(io_cause(&e)),
+        }
+    }
+    let stream = stream.ok_or(last)?;
+    let setup = || -> io::Result<()> {
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))
+    };
+    setup().map_err(|e| ConnectError::Tcp(io_cause(&e)))?;
+    Ok(stream)
+}
+
+fn handshake_error<R: tungstenite::handshake::HandshakeRole>(
+    err: tungstenite::HandshakeError<R>,
+) -> ConnectError {
+    match err {
+        tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response)) => {
+            ConnectError::Status(response.status().as_u16())
+        }
+        tungstenite::HandshakeError::Failure(tungstenite::Error::Io(e)) => {
+            ConnectError::Handshake(io_cause(&e))
+        }
+        tungstenite::HandshakeError::Failure(other) => ConnectError::Handshake(other.to_string()),
+        tungstenite::HandshakeError::Interrupted(_) => ConnectError::Handshake("timed out".into()),
+    }
+}
+
+/// A client connection split like the server's: a reader for one thread,
+/// a writer for another, one socket (see #5).
+pub struct SplitClient {
+    pub reader: WebSocket<ReadHalf>,
+    pub writer: WebSocket<WriteHalf>,
+    /// Shut it down to wake the reader.
+    pub stream: Arc<TcpStream>,
+    pub response: tungstenite::handshake::client::Response,
+}
+
+/// Connects and shakes hands like [`connect`], with a request of the
+/// caller's (extra headers, subprotocols), then splits the connection.
+///
+/// The handshake runs over an unmuted [`ReadHalf`], so whatever the server
+/// sent right behind its 101 (a greeting, often in the same segment) is
+/// already in the reader's buffer and is not lost, as it would be with
+/// `into_inner()`. After the handshake the reader is muted and its socket
+/// has no read timeout (the caller shuts the socket down to stop it); the
+/// write timeout stays `timeout`.
+pub fn connect_split(
+    request: tungstenite::handshake::client::Request,
+    timeout: Duration,
+) -> Result<SplitClient, ConnectError> {
+    let uri = request.uri();
+    let host = uri
+        .host()
+        .ok_or_else(|| ConnectError::Resolve("no host".into()))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = uri.port_u16().unwrap_or(80);
+    let stream = Arc::new(tcp_connect(&host, port, timeout)?);
+    let half = ReadHalf {
+        stream: Arc::clone(&stream),
+        last_read: Instant::now(),
+        muted: false,
+    };
+    let (mut reader, response) =
+        tungstenite::client::client_with_config(request, half, Some(client_config()))
+            .map_err(handshake_error)?;
+    reader.get_mut().muted = true;
+    stream
+        .set_read_timeout(None)
+        .map_err(|e| ConnectError::Tcp(io_cause(&e)))?;
+    let writer = WebSocket::from_raw_socket(
+        WriteHalf(Arc::clone(&stream)),
+        Role::Client,
+        Some(client_config()),
+    );
+    Ok(SplitClient {
+        reader,
+        writer,
+        stream,
+        response,
+    })
+}

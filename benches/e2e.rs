@@ -117,7 +117,7 @@ fn ws_text_round_trips(url: &str, n: usize) -> f64 {
 }
 
 /// One WebSocket connection on `/` that sends `Ping {i}!` and expects `Pong!`.
-struct TextPinger(tungstenite::WebSocket<TcpStream>);
+struct TextPinger(tungstenite::WebSocket<wsbench::client::connect::Stream>);
 
 impl TextPinger {
     fn open(url: &str) -> TextPinger {

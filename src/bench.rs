@@ -24,6 +24,7 @@ use serde::Serialize;
 use tungstenite::{Message, WebSocket};
 
 use crate::cli::{BenchArgs, BenchMode, ServerArgs};
+use crate::client::connect::Stream;
 use crate::client::{self, WsUrl, masked};
 use crate::error::Error;
 use crate::export::{self, Record, write_csv};
@@ -209,7 +210,7 @@ fn run_serial(
     reuse: bool,
 ) -> Result<Vec<Record>, Error> {
     let mut records = Vec::with_capacity(count as usize);
-    let mut socket: Option<WebSocket<std::net::TcpStream>> = None;
+    let mut socket: Option<WebSocket<Stream>> = None;
     let mut next_frame = Vec::new();
     for idx in 0..count {
         if crate::signal::interrupted() || streak.stopped() {
@@ -254,14 +255,14 @@ fn run_serial(
             }
         }
         if let Some(ws) = socket.take_if(|_| !reuse) {
-            close(ws);
+            client::connect::close(ws);
         }
         streak.record(record.ok);
         records.push(record);
         progress.inc(1);
     }
     if let Some(ws) = socket {
-        close(ws);
+        client::connect::close(ws);
     }
     Ok(records)
 }
@@ -325,7 +326,7 @@ fn one_short_message(job: &Job, idx: u64) -> Record {
             match result {
                 Ok(()) => {
                     record.ok = true;
-                    close(ws);
+                    client::connect::close(ws);
                 }
                 Err(e) => record.error = e,
             }
@@ -350,7 +351,7 @@ fn one_short_message(job: &Job, idx: u64) -> Record {
 /// (the first message's also includes building its frame), and `recv_s`
 /// includes the masking only if the reply comes back sooner than that.
 fn exchange(
-    ws: &mut WebSocket<std::net::TcpStream>,
+    ws: &mut WebSocket<Stream>,
     job: &Job,
     record: &mut Record,
     mut next: Option<&mut Vec<u8>>,
@@ -379,7 +380,7 @@ fn exchange(
 }
 
 /// Reads up to the next text message; Err names what came instead.
-fn read_reply(ws: &mut WebSocket<std::net::TcpStream>) -> Result<tungstenite::Utf8Bytes, String> {
+fn read_reply(ws: &mut WebSocket<Stream>) -> Result<tungstenite::Utf8Bytes, String> {
     loop {
         match ws.read() {
             Ok(Message::Text(text)) => return Ok(text),
@@ -418,15 +419,6 @@ fn check_reply(reply: &str, job: &Job) -> Result<(), String> {
         None if reply.starts_with("Error") => Err(format!("server said: {reply}")),
         None => Ok(()),
     }
-}
-
-/// Closes politely: our close frame, then wait for the server's (it closes
-/// the TCP connection first, so TIME_WAIT stays on its side).
-fn close(mut ws: WebSocket<std::net::TcpStream>) {
-    if ws.close(None).is_err() {
-        return;
-    }
-    while ws.read().is_ok() {}
 }
 
 fn summarise(

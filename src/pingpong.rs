@@ -29,6 +29,7 @@ use tungstenite::{Message, WebSocket};
 
 use crate::cli::{HttpMode, PingpongArgs, ServerArgs};
 use crate::client;
+use crate::client::connect::Stream;
 use crate::client::http;
 use crate::client::url::{HttpUrl, WsUrl, authority};
 use crate::error::Error;
@@ -122,7 +123,7 @@ pub fn ws_pings(
     }
     let duration = started.elapsed();
     let end = SystemTime::now();
-    close(ws);
+    client::connect::close(ws);
     Ok(Run {
         transport: Transport::WebSocket,
         count,
@@ -138,9 +139,7 @@ pub fn ws_pings(
 
 /// Reads up to the next data message: `Ok(Ok(text))`, or `Ok(Err(what))`
 /// naming a reply that is not text.
-fn read_text(
-    ws: &mut WebSocket<std::net::TcpStream>,
-) -> tungstenite::Result<Result<String, String>> {
+fn read_text(ws: &mut WebSocket<Stream>) -> tungstenite::Result<Result<String, String>> {
     loop {
         return Ok(match ws.read()? {
             Message::Text(text) => Ok(text.as_str().to_string()),
@@ -168,15 +167,6 @@ fn wrong(url: &str, request: &str, got: String, expected: &str) -> Error {
         got,
         expected: format!("{expected:?}"),
     }
-}
-
-/// Closes politely and waits for the server's close (so TIME_WAIT stays
-/// on its side).
-fn close(mut ws: WebSocket<std::net::TcpStream>) {
-    if ws.close(None).is_err() {
-        return;
-    }
-    while ws.read().is_ok() {}
 }
 
 /// `GET /` then N × `POST /` with body `Ping{x}`, over one kept-alive

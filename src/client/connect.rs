@@ -19,8 +19,45 @@ use crate::error::io_cause;
 /// thousand parallel clients stay light.
 pub const READ_BUFFER: usize = 4 * 1024;
 
-/// The byte stream of a client connection.
-pub type Stream = TcpStream;
+/// The byte stream of a client connection: what `bench` and `pingpong`
+/// read and write through tungstenite and `masked`. TLS slots in here.
+pub struct Stream {
+    tcp: TcpStream,
+}
+
+impl Stream {
+    /// The socket underneath, for its options (timeouts, nodelay).
+    pub fn tcp(&self) -> &TcpStream {
+        &self.tcp
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.tcp.read(buf)
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.tcp.write(buf)
+    }
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.tcp.write_all(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.tcp.flush()
+    }
+}
+
+/// Closes politely and waits for the server's close, so TIME_WAIT stays
+/// on its side.
+pub fn close(mut ws: WebSocket<Stream>) {
+    if ws.close(None).is_err() {
+        return;
+    }
+    while ws.read().is_ok() {}
+}
 
 /// The reading side of the socket: reads count as liveness, writes vanish.
 ///
@@ -58,7 +95,7 @@ impl Write for ReadHalf {
 
 /// The writing side of a split client connection. tungstenite asks for
 /// `Read` too but never reads on the write path.
-pub struct WriteHalf(Arc<Stream>);
+pub struct WriteHalf(Arc<TcpStream>);
 
 impl Read for WriteHalf {
     fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
@@ -77,7 +114,7 @@ impl Write for WriteHalf {
 
 /// A client connection and how long its two set-up phases took.
 pub struct Connected {
-    pub socket: WebSocket<TcpStream>,
+    pub socket: WebSocket<Stream>,
     pub tcp: Duration,
     pub handshake: Duration,
 }
@@ -110,7 +147,9 @@ pub fn client_config() -> WebSocketConfig {
 /// read and write timeout.
 pub fn connect(url: &WsUrl, timeout: Duration) -> Result<Connected, ConnectError> {
     let started = Instant::now();
-    let stream = tcp_connect(&url.host, url.port, timeout)?;
+    let stream = Stream {
+        tcp: tcp_connect(&url.host, url.port, timeout)?,
+    };
     let tcp = started.elapsed();
     let shaken = Instant::now();
     let (socket, _response) =
@@ -128,25 +167,29 @@ fn tcp_connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, Co
         .to_socket_addrs()
         .map_err(|e| ConnectError::Resolve(io_cause(&e)))?
         .collect();
-    let mut last = ConnectError::Resolve("no address".into());
-    let mut stream = None;
+    if addrs.is_empty() {
+        return Err(ConnectError::Resolve("no address".into()));
+    }
+    connect_any(&addrs, timeout).map_err(|e| ConnectError::Tcp(io_cause(&e)))
+}
+
+/// Connects to the first of `addrs` that answers within `timeout` each,
+/// with no delay on small writes and `timeout` on every read and write;
+/// the error is the last address's.
+pub fn connect_any(addrs: &[SocketAddr], timeout: Duration) -> io::Result<TcpStream> {
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
     for addr in addrs {
-        match TcpStream::connect_timeout(&addr, timeout) {
-            Ok(s) => {
-                stream = Some(s);
-                break;
+        match TcpStream::connect_timeout(addr, timeout) {
+            Ok(stream) => {
+                stream.set_nodelay(true)?;
+                stream.set_read_timeout(Some(timeout))?;
+                stream.set_write_timeout(Some(timeout))?;
+                return Ok(stream);
             }
-            Err(e) => last = ConnectError::Tcp(io_cause(&e)),
+            Err(e) => last = e,
         }
     }
-    let stream = stream.ok_or(last)?;
-    let setup = || -> io::Result<()> {
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(timeout))?;
-        stream.set_write_timeout(Some(timeout))
-    };
-    setup().map_err(|e| ConnectError::Tcp(io_cause(&e)))?;
-    Ok(stream)
+    Err(last)
 }
 
 fn handshake_error<R: tungstenite::handshake::HandshakeRole>(

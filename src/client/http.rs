@@ -9,7 +9,7 @@
 //! one TCP connection per request, which a pooling agent decides for
 //! itself. httparse is already the server's parser, so this costs no crate.
 
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
@@ -91,23 +91,10 @@ impl Client {
     }
 
     fn connect(&mut self) -> Result<TcpStream, Error> {
-        let mut last = Error::Connect("no address".into());
-        for addr in &self.addrs {
-            match TcpStream::connect_timeout(addr, self.timeout) {
-                Ok(stream) => {
-                    let setup = || -> io::Result<()> {
-                        stream.set_nodelay(true)?;
-                        stream.set_read_timeout(Some(self.timeout))?;
-                        stream.set_write_timeout(Some(self.timeout))
-                    };
-                    setup().map_err(|e| Error::Connect(io_cause(&e)))?;
-                    self.connections += 1;
-                    return Ok(stream);
-                }
-                Err(e) => last = Error::Connect(io_cause(&e)),
-            }
-        }
-        Err(last)
+        let stream = super::connect::connect_any(&self.addrs, self.timeout)
+            .map_err(|e| Error::Connect(io_cause(&e)))?;
+        self.connections += 1;
+        Ok(stream)
     }
 
     /// Sends one request and reads the whole response.

@@ -105,6 +105,21 @@ pub struct ServerArgs {
     /// Append one JSON line per background statistics job to FILE.
     #[arg(long, value_name = "FILE")]
     pub stats_log: Option<PathBuf>,
+    /// Serve wss:// and HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_key",
+        conflicts_with = "tls_self_signed"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve wss:// with a certificate for localhost and 127.0.0.1 made at
+    /// start; its SHA-256 fingerprint is logged.
+    #[arg(long)]
+    pub tls_self_signed: bool,
 }
 
 impl Default for ServerArgs {

@@ -114,6 +114,11 @@ pub fn serve(
 
 /// Whether the peer sends something (or closes) within `limit`.
 fn readable_within(stream: &Stream, limit: Duration) -> bool {
+    // TLS may already hold a pipelined request, decrypted: the socket
+    // would not show it.
+    if stream.has_buffered() {
+        return true;
+    }
     let mut fd = libc::pollfd {
         fd: stream.as_raw_fd(),
         events: libc::POLLIN,

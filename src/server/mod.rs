@@ -7,6 +7,7 @@
 //! accept ─ over --max-connections? ─ yes ─> refuse.rs: readable 503 (no thread)
 //!    │ no
 //! thread conn-N (small stack; cannot start? ─> refuse.rs)
+//!    ├─ TLS handshake, if --tls-* (stream.rs; counts against the timeout)
 //!    └─ read head (--handshake-timeout)
 //!    ├─ upgrade ─> 101 ─> conn.rs: Conn::run ─> endpoint (image.rs, ...)
 //!    └─ plain HTTP ─> http.rs (keep-alive)
@@ -28,6 +29,7 @@ pub mod peer;
 pub mod reader;
 pub mod refuse;
 pub mod stream;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::io;
@@ -54,7 +56,7 @@ use lograte::RateLog;
 use outbox::{Dropped, Writers};
 use peer::Peer;
 use refuse::{Refuser, Why};
-use stream::Stream;
+use stream::{Stream, TlsHandshakeError};
 
 /// Stack of a connection thread. Its deepest path is a handshake plus a
 /// log line; 256 KiB leaves ample room. Pages are touched only as used,
@@ -73,6 +75,8 @@ const CLOSE_GRACE: Duration = Duration::from_millis(1500);
 /// State every connection thread shares.
 pub struct Shared {
     pub args: ServerArgs,
+    /// Set when the server speaks TLS (`wss://`, HTTPS).
+    tls: Option<Arc<rustls::ServerConfig>>,
     pub counters: Arc<ServerCounters>,
     pub jobs: Arc<Jobs>,
     pub hub: Arc<Hub>,
@@ -115,6 +119,7 @@ pub fn start(mut args: ServerArgs) -> Result<Handle, Error> {
             addr: shown.clone(),
             cause: "no address".into(),
         })?;
+    let tls = tls::config(&args)?;
     let listener = listen(addr).map_err(bind_err)?;
     let addr = listener.local_addr().map_err(bind_err)?;
     let counters = Arc::new(ServerCounters::default());
@@ -134,6 +139,7 @@ pub fn start(mut args: ServerArgs) -> Result<Handle, Error> {
         Arc::clone(&counters),
         Arc::clone(&rate),
         refusal_fds as usize,
+        tls.is_some(),
     )
     .map_err(|e| {
         Error::Other(format!(
@@ -157,6 +163,7 @@ pub fn start(mut args: ServerArgs) -> Result<Handle, Error> {
         .store(capacity.connections, Ordering::Relaxed);
     let shared = Arc::new(Shared {
         args,
+        tls,
         counters,
         jobs: Arc::new(jobs),
         hub: Arc::default(),
@@ -197,9 +204,14 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
 }
 
 impl Handle {
-    /// The `ws://HOST:PORT` others connect to.
+    /// The `ws://HOST:PORT` (or `wss://`) others connect to.
     pub fn url(&self) -> String {
-        format!("ws://{}", self.addr)
+        let scheme = if self.shared.tls.is_some() {
+            "wss"
+        } else {
+            "ws"
+        };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Stops accepting, closes every connection with 1001, finishes every
@@ -360,14 +372,24 @@ impl Drop for Slot<'_> {
 
 fn serve(shared: &Arc<Shared>, tcp: TcpStream, id: u64) {
     let _ = tcp.set_nodelay(true);
-    let stream = Arc::new(Stream::new(tcp));
+    // Every write to this peer, plain HTTP or WebSocket, gives up after
+    // --ping-timeout without progress.
+    let _ = tcp.set_write_timeout(Some(shared.args.ping_timeout));
+    let deadline = Instant::now() + shared.args.handshake_timeout;
+    let stream = match &shared.tls {
+        None => Stream::new(tcp),
+        Some(config) => match accept_tls(shared, config, tcp, id, deadline) {
+            Some(stream) => stream,
+            None => {
+                sub(&shared.counters.connections_current, 1);
+                return;
+            }
+        },
+    };
+    let stream = Arc::new(stream);
     // Declared after the stream, so dropped before it on every path: a
     // client that has seen our FIN also sees the connection counted out.
     let slot = Slot(&shared.counters);
-    // Every write to this peer, plain HTTP or WebSocket, gives up after
-    // --ping-timeout without progress.
-    let _ = stream.set_write_timeout(Some(shared.args.ping_timeout));
-    let deadline = Instant::now() + shared.args.handshake_timeout;
     let mut buf = Vec::new();
     let (head, head_len) = match handshake::read_head(&stream, &mut buf, deadline) {
         Ok(parsed) => parsed,
@@ -442,6 +464,45 @@ fn serve(shared: &Arc<Shared>, tcp: TcpStream, id: u64) {
     shared.lock_peers().remove(&id);
     shared.peers_changed.notify_all();
     drop(slot);
+}
+
+/// The TLS handshake, on this thread; a failure gets one log line (debug
+/// for a connection that sent nothing) and is counted.
+fn accept_tls(
+    shared: &Shared,
+    config: &Arc<rustls::ServerConfig>,
+    tcp: TcpStream,
+    id: u64,
+    deadline: Instant,
+) -> Option<Stream> {
+    let session = match rustls::ServerConnection::new(Arc::clone(config)) {
+        Ok(session) => session,
+        Err(e) => {
+            log::error!("conn {id}: cannot start a TLS session: {e}");
+            return None;
+        }
+    };
+    let addr = tcp.peer_addr().ok();
+    match Stream::accept_tls(tcp, session, deadline) {
+        Ok(stream) => Some(stream),
+        Err(err) => {
+            match &err {
+                TlsHandshakeError::Empty => log::debug!("conn {id}: {err}"),
+                TlsHandshakeError::Io(_) => {
+                    add(&shared.counters.handshake_failures_total, 1);
+                    log::debug!("conn {id}: {err}");
+                }
+                _ => {
+                    add(&shared.counters.handshake_failures_total, 1);
+                    match addr {
+                        Some(addr) => log::info!("conn {id} ({addr}): {err}"),
+                        None => log::info!("conn {id}: {err}"),
+                    }
+                }
+            }
+            None
+        }
+    }
 }
 
 /// A chat member: this thread reads, the writer pool writes; if the pool

@@ -12,6 +12,14 @@
 //! A full server must still be observable, so a refused connection whose
 //! request is a plain `GET /metrics` or `GET /healthz` gets its answer
 //! instead of a 503.
+//!
+//! On a TLS server (#15) refusals happen on the raw socket, before any
+//! handshake, and a TLS client cannot read a plaintext 503. A refusal there
+//! is honest but mute: no answer, our sending side shut at once (the
+//! client's handshake fails with "connection closed"), then the same drain
+//! so no reset arrives first. Finishing a TLS handshake here would cost
+//! this one thread a handshake per refusal when the server is overloaded,
+//! which is when refusals happen; a client retries either way.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -83,6 +91,8 @@ struct Inner {
     max_held: usize,
     wake: UnixStream,
     stopping: AtomicBool,
+    /// The server speaks TLS: refusals send nothing (see the module doc).
+    tls: bool,
 }
 
 /// The refusing thread.
@@ -99,6 +109,7 @@ impl Refuser {
         counters: Arc<ServerCounters>,
         rate: Arc<RateLog>,
         max_held: usize,
+        tls: bool,
     ) -> io::Result<Refuser> {
         let (wake, woken) = UnixStream::pair()?;
         wake.set_nonblocking(true)?;
@@ -110,6 +121,7 @@ impl Refuser {
             max_held,
             wake,
             stopping: AtomicBool::new(false),
+            tls,
         });
         let (tx, rx) = crossbeam_channel::unbounded();
         let thread = {
@@ -134,20 +146,28 @@ impl Refuser {
             || inner.held.load(Ordering::Acquire) >= inner.max_held
         {
             count_refusal(inner, why);
-            let out = status_503(why);
-            let _ = (&stream).write(&out);
+            if !inner.tls {
+                let _ = (&stream).write(&status_503(why));
+            }
             let _ = stream.shutdown(Shutdown::Write);
             return;
         }
         inner.held.fetch_add(1, Ordering::AcqRel);
+        let (phase, until) = if inner.tls {
+            // Mute: straight to shutting our side and draining.
+            count_refusal(inner, why);
+            (Phase::Answer, Instant::now() + DRAIN_WAIT)
+        } else {
+            (Phase::Head, Instant::now() + HEAD_WAIT)
+        };
         let refusal = Refusal {
             stream,
             why,
-            phase: Phase::Head,
+            phase,
             buf: Vec::new(),
             out: Vec::new(),
             drained: 0,
-            until: Instant::now() + HEAD_WAIT,
+            until,
         };
         if self.tx.send(refusal).is_ok() {
             let _ = (&inner.wake).write(&[1]);
@@ -167,7 +187,14 @@ impl Refuser {
 fn count_refusal(inner: &Inner, why: Why) {
     add(&inner.counters.connections_rejected_total, 1);
     inner.rate.log(log::Level::Warn, "refused", || {
-        format!("refused a connection with 503: {}", why.text())
+        if inner.tls {
+            format!(
+                "refused a connection (TLS: closed unanswered): {}",
+                why.text()
+            )
+        } else {
+            format!("refused a connection with 503: {}", why.text())
+        }
     });
 }
 

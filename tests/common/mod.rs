@@ -227,6 +227,9 @@ pub struct Server {
     /// Threads and descriptors of our server once listening; `None` for
     /// other servers.
     baseline: Option<(usize, usize)>,
+    /// Set when it printed `listening on wss://`: `url`, `http_get` and
+    /// `metric` then speak TLS (without verifying: see [`tls_client_config`]).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Server {
@@ -253,27 +256,29 @@ impl Server {
         server
     }
 
-    /// Any command that prints `listening on ws://HOST:PORT` when ready.
+    /// Any command that prints `listening on ws://HOST:PORT` (or
+    /// `wss://`) when ready.
     pub fn from_command(command: Command) -> Server {
         let proc = Proc::spawn(command);
         let line = proc
             .stdout
-            .wait_for("listening on ws://", Duration::from_secs(20))
+            .wait_for("listening on ", Duration::from_secs(20))
             .unwrap_or_else(|| {
                 panic!(
                     "server did not print its listening line; stderr: {:?}",
                     proc.stderr.all()
                 )
             });
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ws://")
-            .unwrap()
-            .to_string();
+        let line = line.trim().strip_prefix("listening on ").unwrap();
+        let (tls, addr) = match line.strip_prefix("wss://") {
+            Some(addr) => (Some(tls_client_config()), addr),
+            None => (None, line.strip_prefix("ws://").unwrap()),
+        };
         Server {
             proc,
-            addr,
+            addr: addr.to_string(),
             baseline: None,
+            tls,
         }
     }
 
@@ -320,14 +325,16 @@ impl Server {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("ws://{}{}", self.addr, path)
+        let scheme = if self.tls.is_some() { "wss" } else { "ws" };
+        format!("{scheme}://{}{}", self.addr, path)
     }
 
     pub fn http_get(&self, path: &str) -> String {
-        http_request(
-            &self.addr,
-            &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
-        )
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        match &self.tls {
+            Some(config) => https_request(&self.addr, config, &request),
+            None => http_request(&self.addr, &request),
+        }
     }
 
     /// One value of `/metrics`.
@@ -379,6 +386,103 @@ pub fn http_request(addr: &str, request: &str) -> String {
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
     response
+}
+
+/// Sends a raw request over TLS and reads until the server closes.
+pub fn https_request(addr: &str, config: &Arc<rustls::ClientConfig>, request: &str) -> String {
+    use std::io::Write;
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    tcp.set_write_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let session = rustls::ClientConnection::new(Arc::clone(config), name).unwrap();
+    let mut tls = rustls::StreamOwned::new(session, tcp);
+    // A refused connection fails the handshake: an empty answer.
+    if tls.write_all(request.as_bytes()).is_err() {
+        return String::new();
+    }
+    let mut response = Vec::new();
+    // The server may close without close_notify; what came is the answer.
+    let _ = tls.read_to_end(&mut response);
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+/// A TLS client that accepts any certificate: the test furniture reads
+/// metrics of servers whose certificate it did not make. The tests that
+/// are about trust use Python with the CA.
+pub fn tls_client_config() -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
+#[derive(Debug)]
+struct AnyCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let algs = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algs)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let algs = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algs)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A CA and a certificate for `localhost` and `127.0.0.1` it signed, as
+/// PEM files in `dir`: (`ca.pem`, `cert.pem`, `key.pem`).
+pub fn make_certificates(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "wsbench test CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
+    std::fs::write(&paths.0, ca.pem()).unwrap();
+    std::fs::write(&paths.1, leaf.pem()).unwrap();
+    std::fs::write(&paths.2, leaf_key.serialize_pem()).unwrap();
+    paths
 }
 
 pub type Ws = WebSocket<MaybeTlsStream<TcpStream>>;

@@ -13,7 +13,8 @@
 //! ```text
 //! reader: plaintext in the session? ─ yes ─> take it (lock held to copy)
 //!            │ no
-//!         recv(2) ciphertext into `inbox`, blocking, read timeout, NO lock
+//!         recv(2) ciphertext into `inbox` (1 KiB, a record while a large
+//!         message streams), blocking, read timeout, NO lock
 //!         lock ─> read_tls + process_new_packets ─> take plaintext ─> unlock
 //! writer: lock ─> writer().write (encrypt) ─> write_tls until out ─> unlock
 //! pool:   lock ─> encrypt what the session takes ─> write_tls with
@@ -37,9 +38,11 @@ use std::time::{Duration, Instant};
 use rustls::ServerConnection;
 use socket2::SockRef;
 
-/// Ciphertext read per recv(2): one whole TLS record and its header, so a
-/// large message costs one syscall per record.
+/// Ciphertext read per recv(2) while a large message streams: one whole
+/// TLS record and its header, so it costs one syscall per record.
 const INBOX: usize = 16 * 1024 + 512;
+/// Ciphertext read per recv(2) otherwise: a short message in one record.
+const SMALL: usize = 1024;
 
 pub struct Stream {
     tcp: TcpStream,
@@ -50,7 +53,7 @@ struct Tls {
     session: Mutex<ServerConnection>,
     /// Ciphertext read but not yet taken by the session (it takes at most
     /// 16 KiB of unread plaintext at a time). Only the reading thread
-    /// locks it. Freed when empty, so an idle connection holds none.
+    /// locks it. 1 KiB, grown to a record while reads fill it.
     inbox: Mutex<Inbox>,
 }
 
@@ -279,17 +282,13 @@ impl Stream {
                 }
             }
             inbox.release();
-            if inbox.buf.capacity() < INBOX {
-                // Idle here: wait for a byte (the read timeout applies)
-                // before taking 16 KiB, so an idle connection holds none.
-                let mut probe = [std::mem::MaybeUninit::uninit(); 1];
-                let sock = SockRef::from(&self.tcp);
-                if sock.recv_with_flags(&mut probe, libc::MSG_PEEK)? == 0 {
-                    return Ok(0);
-                }
-                inbox.buf.reserve_exact(INBOX);
+            // Small while messages are small: an idle connection blocks
+            // here holding 1 KiB, not 16.
+            if inbox.buf.capacity() < SMALL {
+                inbox.buf.reserve_exact(SMALL);
             }
-            let spare = &mut inbox.buf.spare_capacity_mut()[..INBOX];
+            let room = inbox.buf.capacity();
+            let spare = &mut inbox.buf.spare_capacity_mut()[..room];
             let n = SockRef::from(&self.tcp).recv(spare)?;
             if n == 0 {
                 // End of the TCP stream without close_notify: rustls calls
@@ -299,9 +298,9 @@ impl Stream {
             // SAFETY: recv(2) initialised the first `n` bytes of the spare
             // capacity of an empty buffer.
             unsafe { inbox.buf.set_len(n) };
-            // A short read: the peer paused; free the buffer once it is
-            // taken. A full one: more is coming, keep it.
-            inbox.keep = n == INBOX;
+            // A full read: a large message is streaming, read whole
+            // records from now on; a short one: the peer paused.
+            inbox.keep = n == room;
         }
     }
 
@@ -404,16 +403,19 @@ impl Stream {
 }
 
 impl Inbox {
-    /// Frees the buffer once the session took all of it: an idle
-    /// connection should not keep 16 KiB it is not using.
+    /// Once the session took all of it: grows the buffer to a record if
+    /// the last read filled it, shrinks it back to 1 KiB if not (an idle
+    /// connection should not keep 16 KiB it is not using).
     fn release(&mut self) {
-        if self.pos == self.buf.len() {
-            if self.keep {
-                self.buf.clear();
-            } else {
-                self.buf = Vec::new();
-            }
-            self.pos = 0;
+        if self.pos < self.buf.len() {
+            return;
+        }
+        self.pos = 0;
+        self.buf.clear();
+        if self.keep && self.buf.capacity() < INBOX {
+            self.buf.reserve_exact(INBOX);
+        } else if !self.keep && self.buf.capacity() > SMALL {
+            self.buf = Vec::with_capacity(SMALL);
         }
     }
 }

@@ -106,6 +106,19 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// User + system CPU time of a process, from /proc (clock ticks of 10 ms).
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
 fn rss_kib(pid: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
@@ -123,6 +136,8 @@ fn main() {
     match args[1].as_str() {
         "rtt" => {
             let (ws_addr, wss_addr) = (&args[2], &args[3]);
+            // With the servers' pids: their CPU time per round trip.
+            let pids = [args.get(4), args.get(5)];
             let mut pair = [connect(ws_addr, false, "/"), connect(wss_addr, true, "/")];
             let image: Vec<u8> = (0..480 * 1024u32)
                 .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
@@ -133,13 +148,25 @@ fn main() {
             ];
             for (name, message, count) in cases {
                 let mut rates = [Vec::new(), Vec::new()];
+                let mut cpu_us = [0.0, 0.0];
                 for round in 0..7 {
                     for (i, ws) in pair.iter_mut().enumerate() {
+                        let before = pids[i].map(|p| cpu_seconds(p));
                         let rate = run(ws, &message, count);
                         if round > 0 {
                             rates[i].push(rate); // round 0 is warmup
+                            if let Some(before) = before {
+                                let used = cpu_seconds(pids[i].unwrap()) - before;
+                                cpu_us[i] += used * 1e6 / (6 * count) as f64;
+                            }
                         }
                     }
+                }
+                if pids[0].is_some() {
+                    println!(
+                        "{name}: server CPU per round trip: ws {:.1} µs, wss {:.1} µs",
+                        cpu_us[0], cpu_us[1]
+                    );
                 }
                 let (a, b) = (median(rates[0].clone()), median(rates[1].clone()));
                 println!(

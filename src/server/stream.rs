@@ -123,13 +123,19 @@ impl Stream {
             }
             tcp.set_read_timeout(Some(left))
                 .map_err(TlsHandshakeError::Io)?;
-            let mut chunk = [0u8; 4096];
-            let n = match (&tcp).read(&mut chunk) {
+            // Straight into the session's buffer: a 4 KiB chunk on this
+            // thread's stack would stay resident for the connection's life.
+            let mut recording = Recording {
+                tcp: &tcp,
+                first: &mut first,
+                len: &mut first_len,
+            };
+            match session.read_tls(&mut recording) {
                 Ok(0) if !got_any => return Err(TlsHandshakeError::Empty),
                 Ok(0) => {
                     return Err(TlsHandshakeError::Io(io::ErrorKind::UnexpectedEof.into()));
                 }
-                Ok(n) => n,
+                Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e)
                     if matches!(
@@ -140,26 +146,17 @@ impl Stream {
                     return Err(TlsHandshakeError::Timeout);
                 }
                 Err(e) => return Err(TlsHandshakeError::Io(e)),
-            };
-            if first_len < first.len() {
-                let take = n.min(first.len() - first_len);
-                first[first_len..first_len + take].copy_from_slice(&chunk[..take]);
-                first_len += take;
             }
             got_any = true;
-            let mut rest = &chunk[..n];
-            while !rest.is_empty() {
-                session.read_tls(&mut rest).map_err(TlsHandshakeError::Io)?;
-                if let Err(e) = session.process_new_packets() {
-                    // Tell a TLS peer why (an alert), if the socket takes it.
-                    let _ = session.write_tls(&mut &tcp);
-                    // A handshake record starts with 0x16; anything else
-                    // was never TLS.
-                    if first[0] != 0x16 {
-                        return Err(TlsHandshakeError::NotTls(describe(&first[..first_len])));
-                    }
-                    return Err(TlsHandshakeError::Tls(e));
+            if let Err(e) = session.process_new_packets() {
+                // Tell a TLS peer why (an alert), if the socket takes it.
+                let _ = session.write_tls(&mut &tcp);
+                // A handshake record starts with 0x16; anything else was
+                // never TLS.
+                if first[0] != 0x16 {
+                    return Err(TlsHandshakeError::NotTls(describe(&first[..first_len])));
                 }
+                return Err(TlsHandshakeError::Tls(e));
             }
         }
         // TLS 1.3 session tickets follow the handshake; send them now.
@@ -417,6 +414,24 @@ impl Inbox {
         } else if !self.keep && self.buf.capacity() > SMALL {
             self.buf = Vec::with_capacity(SMALL);
         }
+    }
+}
+
+/// Reads the socket, keeping a copy of the first bytes the peer sent (to
+/// name a peer that does not speak TLS).
+struct Recording<'a> {
+    tcp: &'a TcpStream,
+    first: &'a mut [u8; 8],
+    len: &'a mut usize,
+}
+
+impl Read for Recording<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.tcp.read(buf)?;
+        let take = n.min(self.first.len() - *self.len);
+        self.first[*self.len..*self.len + take].copy_from_slice(&buf[..take]);
+        *self.len += take;
+        Ok(n)
     }
 }
 

@@ -158,3 +158,89 @@ fn a_full_tls_server_closes_refused_connections_unanswered() {
         assert!(server.metric("wsbench_connections_rejected_total") >= 1);
     });
 }
+
+type Wss = tungstenite::WebSocket<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>;
+
+/// A wss:// client (trusting any certificate) with a 10 s read timeout.
+fn wss(server: &Server, path: &str) -> Wss {
+    let tcp = TcpStream::connect(&server.addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let session = rustls::ClientConnection::new(tls_client_config(), name).unwrap();
+    let stream = rustls::StreamOwned::new(session, tcp);
+    tungstenite::client(server.url(path), stream).unwrap().0
+}
+
+fn wss_text(ws: &mut Wss) -> String {
+    loop {
+        match ws.read().unwrap() {
+            tungstenite::Message::Text(t) => return t.to_string(),
+            tungstenite::Message::Ping(_) | tungstenite::Message::Pong(_) => {}
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+}
+
+/// The chat writer pool writes to TLS peers without waiting: bytes the
+/// session accepts are progress, records it still holds are flushed when
+/// the socket has room, and a member that never reads is dropped with
+/// 1008 while the others keep up (the `chat_server` test, over wss://).
+#[test]
+fn a_wss_chat_member_that_never_reads_is_dropped_and_others_keep_up() {
+    use tungstenite::Message;
+    with_timeout("wss_slow_member_dropped", LIMIT, || {
+        let server = Server::start(&[
+            "--tls-self-signed",
+            "--max-queue",
+            "64",
+            "--ping-timeout",
+            "10s",
+        ]);
+        let join = |server: &Server| {
+            let mut ws = wss(server, "/chat/flood");
+            assert_eq!(wss_text(&mut ws), "Hello from server");
+            assert_eq!(wss_text(&mut ws), "Hey all, a new client has joined us");
+            ws
+        };
+        let mut stuck = join(&server);
+        let mut reader = join(&server);
+        let mut sender = join(&server);
+        assert_eq!(wss_text(&mut reader), "Hey all, a new client has joined us");
+        let payload = vec![7u8; 100_000];
+        let (progress, seen) = crossbeam_channel::unbounded();
+        let reading = std::thread::spawn(move || {
+            let mut n = 0;
+            while n < 400 {
+                match reader.read().unwrap() {
+                    Message::Binary(bytes) => {
+                        assert_eq!(bytes.len(), 100_000);
+                        n += 1;
+                        let _ = progress.send(n);
+                    }
+                    Message::Text(_) | Message::Ping(_) | Message::Pong(_) => {}
+                    other => panic!("reader got {other:?}"),
+                }
+            }
+        });
+        let mut received = 0;
+        for sent in 0..400 {
+            while sent - received > 40 {
+                received = seen
+                    .recv_timeout(Duration::from_secs(10))
+                    .expect("the reader progresses");
+            }
+            sender.send(Message::binary(payload.clone())).unwrap();
+        }
+        reading.join().expect("the reading client got everything");
+        assert_eq!(server.metric("wsbench_slow_clients_dropped_total"), 1);
+        let code = loop {
+            match stuck.read() {
+                Ok(Message::Close(Some(frame))) => break u16::from(frame.code),
+                Ok(_) => continue,
+                Err(e) => panic!("the stuck client saw {e} before a close frame"),
+            }
+        };
+        assert_eq!(code, 1008);
+        drop((stuck, sender));
+    });
+}

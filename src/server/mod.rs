@@ -380,10 +380,8 @@ fn serve(shared: &Arc<Shared>, tcp: TcpStream, id: u64) {
         None => Stream::new(tcp),
         Some(config) => match accept_tls(shared, config, tcp, id, deadline) {
             Some(stream) => stream,
-            None => {
-                sub(&shared.counters.connections_current, 1);
-                return;
-            }
+            // The slot was given back before the socket closed.
+            None => return,
         },
     };
     let stream = Arc::new(stream);
@@ -467,7 +465,8 @@ fn serve(shared: &Arc<Shared>, tcp: TcpStream, id: u64) {
 }
 
 /// The TLS handshake, on this thread; a failure gets one log line (debug
-/// for a connection that sent nothing) and is counted.
+/// for a connection that sent nothing), is counted, and gives back the
+/// connection's slot.
 fn accept_tls(
     shared: &Shared,
     config: &Arc<rustls::ServerConfig>,
@@ -479,30 +478,35 @@ fn accept_tls(
         Ok(session) => session,
         Err(e) => {
             log::error!("conn {id}: cannot start a TLS session: {e}");
+            sub(&shared.counters.connections_current, 1);
             return None;
         }
     };
     let addr = tcp.peer_addr().ok();
-    match Stream::accept_tls(tcp, session, deadline) {
-        Ok(stream) => Some(stream),
-        Err(err) => {
-            match &err {
-                TlsHandshakeError::Empty => log::debug!("conn {id}: {err}"),
-                TlsHandshakeError::Io(_) => {
-                    add(&shared.counters.handshake_failures_total, 1);
-                    log::debug!("conn {id}: {err}");
-                }
-                _ => {
-                    add(&shared.counters.handshake_failures_total, 1);
-                    match addr {
-                        Some(addr) => log::info!("conn {id} ({addr}): {err}"),
-                        None => log::info!("conn {id}: {err}"),
-                    }
-                }
+    let (err, tcp) = match Stream::accept_tls(tcp, session, deadline) {
+        Ok(stream) => return Some(stream),
+        Err(failed) => failed,
+    };
+    // Counted and logged before the socket closes: whoever sees the close
+    // and then reads the metrics sees it counted.
+    match &err {
+        TlsHandshakeError::Empty => log::debug!("conn {id}: {err}"),
+        TlsHandshakeError::Io(_) => {
+            add(&shared.counters.handshake_failures_total, 1);
+            log::debug!("conn {id}: {err}");
+        }
+        _ => {
+            add(&shared.counters.handshake_failures_total, 1);
+            match addr {
+                Some(addr) => log::info!("conn {id} ({addr}): {err}"),
+                None => log::info!("conn {id}: {err}"),
             }
-            None
         }
     }
+    // As `Slot` does: the slot is free before the peer sees the close.
+    sub(&shared.counters.connections_current, 1);
+    drop(tcp);
+    None
 }
 
 /// A chat member: this thread reads, the writer pool writes; if the pool

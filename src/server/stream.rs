@@ -102,76 +102,25 @@ impl Stream {
 
     /// Runs the server side of a TLS handshake on `tcp` before `deadline`
     /// (it counts against --handshake-timeout), blocking this thread.
+    /// Runs the server side of a TLS handshake on `tcp` before `deadline`
+    /// (it counts against --handshake-timeout), blocking this thread. On
+    /// failure the socket comes back, so the caller counts the failure
+    /// before the peer can see the close.
     pub fn accept_tls(
         tcp: TcpStream,
         mut session: ServerConnection,
         deadline: Instant,
-    ) -> Result<Stream, TlsHandshakeError> {
-        let mut got_any = false;
-        let mut first = [0u8; 8];
-        let mut first_len = 0;
-        while session.is_handshaking() {
-            if session.wants_write() {
-                session
-                    .write_tls(&mut &tcp)
-                    .map_err(TlsHandshakeError::Io)?;
-                continue;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(TlsHandshakeError::Timeout);
-            }
-            tcp.set_read_timeout(Some(left))
-                .map_err(TlsHandshakeError::Io)?;
-            // Straight into the session's buffer: a 4 KiB chunk on this
-            // thread's stack would stay resident for the connection's life.
-            let mut recording = Recording {
-                tcp: &tcp,
-                first: &mut first,
-                len: &mut first_len,
-            };
-            match session.read_tls(&mut recording) {
-                Ok(0) if !got_any => return Err(TlsHandshakeError::Empty),
-                Ok(0) => {
-                    return Err(TlsHandshakeError::Io(io::ErrorKind::UnexpectedEof.into()));
-                }
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return Err(TlsHandshakeError::Timeout);
-                }
-                Err(e) => return Err(TlsHandshakeError::Io(e)),
-            }
-            got_any = true;
-            if let Err(e) = session.process_new_packets() {
-                // Tell a TLS peer why (an alert), if the socket takes it.
-                let _ = session.write_tls(&mut &tcp);
-                // A handshake record starts with 0x16; anything else was
-                // never TLS.
-                if first[0] != 0x16 {
-                    return Err(TlsHandshakeError::NotTls(describe(&first[..first_len])));
-                }
-                return Err(TlsHandshakeError::Tls(e));
-            }
-        }
-        // TLS 1.3 session tickets follow the handshake; send them now.
-        while session.wants_write() {
-            session
-                .write_tls(&mut &tcp)
-                .map_err(TlsHandshakeError::Io)?;
-        }
-        Ok(Stream {
-            tcp,
-            tls: Some(Tls {
-                session: Mutex::new(session),
-                inbox: Mutex::new(Inbox::default()),
+    ) -> Result<Stream, (TlsHandshakeError, TcpStream)> {
+        match handshake(&tcp, &mut session, deadline) {
+            Ok(()) => Ok(Stream {
+                tcp,
+                tls: Some(Tls {
+                    session: Mutex::new(session),
+                    inbox: Mutex::new(Inbox::default()),
+                }),
             }),
-        })
+            Err(e) => Err((e, tcp)),
+        }
     }
 
     pub fn is_tls(&self) -> bool {
@@ -397,6 +346,73 @@ impl Stream {
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.tcp.peer_addr()
     }
+}
+
+/// The handshake loop of [`Stream::accept_tls`].
+fn handshake(
+    tcp: &TcpStream,
+    session: &mut ServerConnection,
+    deadline: Instant,
+) -> Result<(), TlsHandshakeError> {
+    let mut got_any = false;
+    let mut first = [0u8; 8];
+    let mut first_len = 0;
+    while session.is_handshaking() {
+        if session.wants_write() {
+            session
+                .write_tls(&mut &*tcp)
+                .map_err(TlsHandshakeError::Io)?;
+            continue;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(TlsHandshakeError::Timeout);
+        }
+        tcp.set_read_timeout(Some(left))
+            .map_err(TlsHandshakeError::Io)?;
+        // Straight into the session's buffer: a 4 KiB chunk on this
+        // thread's stack would stay resident for the connection's life.
+        let mut recording = Recording {
+            tcp,
+            first: &mut first,
+            len: &mut first_len,
+        };
+        match session.read_tls(&mut recording) {
+            Ok(0) if !got_any => return Err(TlsHandshakeError::Empty),
+            Ok(0) => {
+                return Err(TlsHandshakeError::Io(io::ErrorKind::UnexpectedEof.into()));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(TlsHandshakeError::Timeout);
+            }
+            Err(e) => return Err(TlsHandshakeError::Io(e)),
+        }
+        got_any = true;
+        if let Err(e) = session.process_new_packets() {
+            // Tell a TLS peer why (an alert), if the socket takes it.
+            let _ = session.write_tls(&mut &*tcp);
+            // A handshake record starts with 0x16; anything else was
+            // never TLS.
+            if first[0] != 0x16 {
+                return Err(TlsHandshakeError::NotTls(describe(&first[..first_len])));
+            }
+            return Err(TlsHandshakeError::Tls(e));
+        }
+    }
+    // TLS 1.3 session tickets follow the handshake; send them now.
+    while session.wants_write() {
+        session
+            .write_tls(&mut &*tcp)
+            .map_err(TlsHandshakeError::Io)?;
+    }
+    Ok(())
 }
 
 impl Inbox {

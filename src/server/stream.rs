@@ -23,11 +23,14 @@
 //!
 //! A blocking writer holds the lock while the socket is full (bounded by
 //! the write timeout, as the peer writer's own lock already is); the reader
-//! then waits for it only when it has ciphertext to decrypt. The session
-//! sends TLS records only on writes; what reading produces for the peer
-//! (key updates, alerts) goes out with the next write, or at once if no
-//! writer holds the lock. Orderly closes (`shutdown(Write)`) send a
-//! close_notify first when the socket takes it at once.
+//! then waits for it only when it has ciphertext to decrypt. What reading
+//! produces for the peer (key updates, alerts) the reader sends without
+//! waiting for room; what the socket does not take leaves with the next
+//! write. Orderly closes (`shutdown(Write)`) send a close_notify first when
+//! no other thread is writing and the socket takes it at once.
+//!
+//! The handshake ([`Stream::accept_tls`]) runs before any of this, blocking
+//! on the connection's thread, bounded by --handshake-timeout.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};

@@ -60,6 +60,11 @@ struct Args {
     /// Largest message or frame accepted: 480000, 64KiB, 16MiB.
     #[arg(long, default_value = "16MiB", value_parser = parse_size)]
     max_message_size: usize,
+    /// Bytes tungstenite reads (and zero-fills) at once into a connection's
+    /// read buffer, which it keeps for the connection's life: the floor of
+    /// an idle connection's memory. tungstenite's default is 128KiB.
+    #[arg(long, default_value = "128KiB", value_parser = parse_size)]
+    read_buffer_size: usize,
     /// Chat: messages that may wait for one member; past that the member
     /// is dropped with 1008 (`wsbench server`'s default).
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
@@ -121,7 +126,8 @@ async fn serve(args: Args) -> Result<(), Error> {
         response: args.response,
         websocket: WebSocketConfig::default()
             .max_message_size(Some(args.max_message_size))
-            .max_frame_size(Some(args.max_message_size)),
+            .max_frame_size(Some(args.max_message_size))
+            .read_buffer_size(args.read_buffer_size),
         max_queue: args.max_queue as usize,
         hub: chat::Hub::default(),
     });

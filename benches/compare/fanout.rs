@@ -34,8 +34,8 @@ const SETUP_LIMIT: Duration = Duration::from_secs(20);
 /// How long the join lines may take to reach everyone: milliseconds when
 /// all goes well.
 const JOIN_LIMIT: Duration = Duration::from_secs(3);
-/// How long deliveries may trail the last line sent.
-const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+/// How long deliveries may trail the last line sent; later ones are lost.
+const DRAIN_LIMIT: Duration = Duration::from_secs(3);
 
 /// What one member's reader saw.
 #[derive(Default)]

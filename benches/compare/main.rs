@@ -39,7 +39,8 @@
 //! median runs in target/compare/plots/{workload}/.
 //!
 //! Environment: WSBENCH_QUICK=1 runs one short round (200 images, 2,000
-//! pings, 2,000 idle connections held 1 s, 2 s of fan-out instead of 3).
+//! pings, 2,000 idle connections held 1 s).
+//! WSBENCH_FANOUT_RATE sets the fan-out's lines per second (default 200).
 //! WSBENCH_COMPARE_ONLY=idle,fanout runs only the workloads named.
 //! WSBENCH_TOKIO_CMD replaces the tokio server's command (split on spaces;
 //! e.g. `target/release/wsbench server` as a stand-in), and
@@ -100,8 +101,12 @@ impl Settings {
             idle_connections: if quick { 2000 } else { 10_000 },
             idle_hold: Duration::from_secs(if quick { 1 } else { 5 }),
             fanout_members: 100,
-            fanout_rate: 200,
-            fanout_duration: Duration::from_secs(if quick { 2 } else { 3 }),
+            fanout_rate: std::env::var("WSBENCH_FANOUT_RATE")
+                .ok()
+                .and_then(|r| r.parse().ok())
+                .filter(|&r| r > 0)
+                .unwrap_or(200),
+            fanout_duration: Duration::from_secs(2),
         }
     }
 }

@@ -352,8 +352,8 @@ pub fn write_summary(
     let _ = writeln!(md, "## What each server spent\n");
     let _ = writeln!(
         md,
-        "Server CPU (user + system, from /proc/PID/stat, Python's pool workers included) in \
-         ms per 1,000 messages (idle: per 1,000 connections; fan-out: per 1,000 deliveries), \
+        "Server CPU (user + system, each process's CPU clock, Python's pool workers \
+         included) in ms per 1,000 messages (idle: per 1,000 connections; fan-out: per 1,000 deliveries), \
          our client's own CPU per 1,000 in brackets, and the server's peak RSS (VmHWM). A \
          run's CPU counts from the listening line until the server is idle after the \
          client, so fast-mode statistics computed after the last reply count. Ratios: ours \

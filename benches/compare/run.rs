@@ -381,12 +381,16 @@ pub fn run_one(
     match workload.load {
         Load::Bench { mode, response } => {
             let csv = out.join("csv").join(format!("{stem}.csv"));
+            let count = match mode {
+                "parallel" => settings.count,
+                _ => (settings.count as f64 * kind.serial_share).round() as u64,
+            };
             run_bench(
                 &mut result,
                 &running.addr,
                 mode,
                 response,
-                settings.count,
+                count,
                 &csv,
                 client_cpu,
             );

@@ -256,7 +256,13 @@ fn ratio_text(ratio: Option<f64>, other: Option<&str>) -> String {
 }
 
 /// What the run did, for summary.md's preamble.
-fn preamble(md: &mut String, machine: &Machine, settings: &Settings, wall: Duration) {
+fn preamble(
+    md: &mut String,
+    machine: &Machine,
+    kinds: &[ServerKind],
+    settings: &Settings,
+    wall: Duration,
+) {
     let _ = writeln!(
         md,
         "# wsbench against async servers{}\n",
@@ -278,7 +284,7 @@ fn preamble(md: &mut String, machine: &Machine, settings: &Settings, wall: Durat
     let _ = writeln!(
         md,
         "Client: ours (`wsbench bench`, {count} images of 800×600 = 480,000 bytes, seed 42, \
-         `--verify` on slow replies; pingpong: {pings} `Ping {{x}}!` round trips on one \
+         `--verify` on slow replies{shares}; pingpong: {pings} `Ping {{x}}!` round trips on one \
          WebSocket, connect included; idle: `wsbench load` opens {idle} connections to `/` \
          in batches of 500 on 2 workers, holds them {hold:.0} s, then one `ping` → `Pong!` \
          each; chat fan-out: {members} members of one room, a paced sender putting \
@@ -287,6 +293,16 @@ fn preamble(md: &mut String, machine: &Machine, settings: &Settings, wall: Durat
          workload runs on each server in turn (ours, tokio, python), each run on a freshly \
          started server. {placement}\n",
         count = settings.count,
+        shares = kinds
+            .iter()
+            .filter(|k| k.serial_share != 1.0)
+            .map(|k| format!(
+                "; {} gets {} in serial and serial-short runs, as at ~100/s they take \
+                 longest",
+                k.name,
+                (settings.count as f64 * k.serial_share).round()
+            ))
+            .collect::<String>(),
         pings = settings.pings,
         idle = crate::thousands(settings.idle_connections),
         hold = settings.idle_hold.as_secs_f64(),
@@ -319,7 +335,7 @@ pub fn write_summary(
     wall: Duration,
 ) {
     let mut md = String::new();
-    preamble(&mut md, machine, settings, wall);
+    preamble(&mut md, machine, kinds, settings, wall);
     let names: Vec<&str> = kinds.iter().map(|k| k.name).collect();
     let header = |first: &str, last: &[&str]| -> Vec<String> {
         std::iter::once(first)

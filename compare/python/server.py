@@ -108,10 +108,11 @@ class Rooms:
         self.fan_out([ws], "Hello from server")
         members[cid] = ws
         self.fan_out(members.values(), "Hey all, a new client has joined us")
+        stopped = False
         try:
             async for message in ws:
                 if message == "stop":
-                    await ws.close(1000, "stop")
+                    stopped = True
                     break
                 others = [m for i, m in members.items() if i != cid]
                 if isinstance(message, str):
@@ -124,6 +125,10 @@ class Rooms:
                 self.fan_out(list(members.values()), f"client {cid} has left")
             else:
                 self.rooms.pop(room, None)
+        # After the room has heard: close() waits for the peer's close reply
+        # and then for its TCP close, up to websockets' close_timeout (10 s).
+        if stopped:
+            await ws.close(1000, "stop")
 
 
 def split_path(path: str) -> tuple[str, str | None]:

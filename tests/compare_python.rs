@@ -121,3 +121,51 @@ fn python_compare_server_response_fast_flag_sets_the_default() {
         },
     );
 }
+
+/// Joins a room and reads the two lines every newcomer gets first.
+fn join(server: &Server, path: &str) -> Ws {
+    let mut ws = connect(&server.url(path));
+    assert_eq!(next_text(&mut ws), "Hello from server");
+    assert_eq!(next_text(&mut ws), "Hey all, a new client has joined us");
+    ws
+}
+
+#[test]
+fn python_compare_server_chat_has_the_specs_texts() {
+    with_timeout(
+        "python_compare_server_chat_has_the_specs_texts",
+        LIMIT,
+        || {
+            let mut server = python_server(&[]);
+            let mut a = join(&server, "/chat");
+            let mut b = join(&server, "/chat/lobby");
+            assert_eq!(next_text(&mut a), "Hey all, a new client has joined us");
+            b.send(Message::text("hi from b")).unwrap();
+            let line = next_text(&mut a);
+            let b_id = line
+                .strip_prefix("client ")
+                .and_then(|rest| rest.strip_suffix(": hi from b"))
+                .unwrap_or_else(|| panic!("not `client {{id}}: hi from b`: {line}"))
+                .to_string();
+            a.send(Message::binary(vec![1, 2, 3])).unwrap();
+            match b.read().unwrap() {
+                Message::Binary(bytes) => assert_eq!(&bytes[..], [1, 2, 3]),
+                other => panic!("expected the bytes relayed, got {other:?}"),
+            }
+            b.send(Message::text("stop")).unwrap();
+            let code = loop {
+                match b.read() {
+                    Ok(Message::Close(Some(frame))) => break u16::from(frame.code),
+                    Ok(_) => continue,
+                    Err(e) => panic!("no close frame: {e}"),
+                }
+            };
+            // The close reply goes out now, not at b's next read.
+            let _ = b.flush();
+            assert_eq!(code, 1000);
+            assert_eq!(next_text(&mut a), format!("client {b_id} has left"));
+            drop((a, b));
+            assert!(server.terminate(Duration::from_secs(10)).success());
+        },
+    );
+}

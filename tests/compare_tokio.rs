@@ -205,3 +205,109 @@ fn sigterm_exits_0_and_a_taken_port_exits_1_with_one_line() {
         assert!(server.terminate(Duration::from_secs(5)).success());
     });
 }
+
+/// Joins a room and reads the two lines every newcomer gets first.
+fn join(server: &Server, path: &str) -> Ws {
+    let mut ws = connect(&server.url(path));
+    assert_eq!(next_text(&mut ws), "Hello from server");
+    assert_eq!(next_text(&mut ws), "Hey all, a new client has joined us");
+    ws
+}
+
+/// The id in `client {id}: {text}`.
+fn sender_id(line: &str, text: &str) -> u64 {
+    line.strip_prefix("client ")
+        .and_then(|rest| rest.strip_suffix(&format!(": {text}")))
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("not `client {{id}}: {text}`: {line}"))
+}
+
+/// The next close frame's code, skipping any message before it; the close
+/// reply goes out at once (tungstenite queues it until the next write), so
+/// the server need not wait for it.
+fn close_code(ws: &mut Ws) -> u16 {
+    loop {
+        match ws.read() {
+            Ok(Message::Close(Some(frame))) => {
+                let _ = ws.flush();
+                return u16::from(frame.code);
+            }
+            Ok(_) => continue,
+            Err(e) => panic!("no close frame: {e}"),
+        }
+    }
+}
+
+#[test]
+fn chat_has_the_specs_texts_and_stop_closes_with_1000() {
+    server_bin();
+    with_timeout("chat_has_the_specs_texts", LIMIT, || {
+        let server = start(&[]);
+        let mut a = join(&server, "/chat");
+        let mut b = join(&server, "/chat/lobby");
+        // `/chat` is the lobby: a hears b join.
+        assert_eq!(next_text(&mut a), "Hey all, a new client has joined us");
+        b.send(Message::text("hi from b")).unwrap();
+        let b_id = sender_id(&next_text(&mut a), "hi from b");
+        // Not echoed to its sender: b's next message is a's line.
+        a.send(Message::text("hi from a")).unwrap();
+        assert_ne!(sender_id(&next_text(&mut b), "hi from a"), b_id);
+        // Binary goes out unchanged, as binary.
+        a.send(Message::binary(vec![1, 2, 3])).unwrap();
+        match b.read().unwrap() {
+            Message::Binary(bytes) => assert_eq!(&bytes[..], [1, 2, 3]),
+            other => panic!("expected the bytes relayed, got {other:?}"),
+        }
+        // Another room hears nothing of the lobby.
+        let mut other = join(&server, "/chat/red");
+        b.send(Message::text("stop")).unwrap();
+        assert_eq!(close_code(&mut b), 1000);
+        assert_eq!(next_text(&mut a), format!("client {b_id} has left"));
+        other.send(Message::text("red only")).unwrap();
+        a.send(Message::text("lobby only")).unwrap();
+        let mut red2 = join(&server, "/chat/red");
+        assert_eq!(next_text(&mut other), "Hey all, a new client has joined us");
+        red2.send(Message::text("second")).unwrap();
+        assert!(next_text(&mut other).ends_with(": second"));
+    });
+}
+
+#[test]
+fn chat_member_that_never_reads_is_dropped_with_1008() {
+    server_bin();
+    with_timeout("chat_member_that_never_reads", LIMIT, || {
+        let server = start(&["--max-queue", "8"]);
+        let mut stuck = join(&server, "/chat/flood");
+        let mut sender = join(&server, "/chat/flood");
+        // 64 messages of 1 MB: far past what 8 queued messages and the
+        // socket buffers hold, so the queue overflows whatever the timing.
+        let payload = vec![7u8; 1 << 20];
+        for _ in 0..64 {
+            sender.send(Message::binary(payload.clone())).unwrap();
+        }
+        assert_eq!(close_code(&mut stuck), 1008);
+        // The room hears it went, and the sender is still served.
+        assert!(next_text(&mut sender).ends_with(" has left"));
+        let mut late = join(&server, "/chat/flood");
+        assert_eq!(
+            next_text(&mut sender),
+            "Hey all, a new client has joined us"
+        );
+        late.send(Message::text("hello")).unwrap();
+        assert!(next_text(&mut sender).ends_with(": hello"));
+    });
+}
+
+#[test]
+fn hello_greets_text_and_refuses_binary() {
+    server_bin();
+    with_timeout("hello_greets_text", LIMIT, || {
+        let server = start(&[]);
+        let mut ws = connect(&server.url("/hello"));
+        assert_eq!(round_trip(&mut ws, Message::text("Ada")), "Hello Ada!");
+        assert_eq!(
+            round_trip(&mut ws, Message::binary(vec![1])),
+            "Error: /hello expects text"
+        );
+    });
+}

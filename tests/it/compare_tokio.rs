@@ -9,14 +9,12 @@
 //! feature, so socket2 and wsbench compile again, and our dev-dependencies
 //! add features to serde, regex, rayon and a few more while testing.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use tungstenite::Message;
 use tungstenite::http::StatusCode;
 use wsbench::stats::{ImageStats, random_image};

@@ -5,13 +5,11 @@
 //! match ours, and SIGTERM must end it with status 0. Runs from the test
 //! venv (`make test`), which holds the same websockets and numpy.
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tungstenite::Message;
 use wsbench::stats::{ImageStats, random_image};
 

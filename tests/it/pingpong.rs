@@ -2,14 +2,12 @@
 //! report, times that add up, the server's counters, `--http-mode both`,
 //! the Python asyncio peer, and every way a run fails (#7).
 
-mod common;
-
 use std::net::TcpListener;
 use std::process::Command;
 use std::str::FromStr;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const LIMIT: Duration = Duration::from_secs(90);
 

@@ -1,12 +1,10 @@
 //! `/echo` and `/hello` from outside, fragmented messages included, and
 //! the original chat client (websocket-client's WebSocketApp) on `/chat` (#4).
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tungstenite::Message;
 use tungstenite::protocol::frame::Frame;
 use tungstenite::protocol::frame::coding::{Data, OpCode};

@@ -1,13 +1,11 @@
 //! `wsbench bench` from outside: every mode's CSV, the embedded server,
 //! `--verify` against an honest and a lying peer, errors and exit codes (#3).
 
-mod common;
-
 use std::net::TcpListener;
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const LIMIT: Duration = Duration::from_secs(90);
 const COLUMNS: &str = "idx,start_unix_s,connect_s,send_s,recv_s,total_s,ok,error";

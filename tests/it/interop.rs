@@ -2,12 +2,10 @@
 //! (the original experiment's client) and asyncio `websockets`, checking
 //! every reply against numpy's statistics (#3).
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const LIMIT: Duration = Duration::from_secs(90);
 

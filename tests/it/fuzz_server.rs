@@ -4,15 +4,13 @@
 //! and a normal client served correctly. The seed is printed, so a failure
 //! can be replayed with WSBENCH_FUZZ_SEED.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tungstenite::Message;
 
 /// splitmix64: small, seedable, good enough to pick mutations.

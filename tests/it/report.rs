@@ -1,12 +1,10 @@
 //! `wsbench report` from outside: handwritten CSVs and CSVs `bench` made,
 //! the summary table, the two SVG plots, and the errors (issue 8).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const LIMIT: Duration = Duration::from_secs(90);
 const HEADER: &str = "idx,start_unix_s,connect_s,send_s,recv_s,total_s,ok,error\n";

@@ -1,12 +1,10 @@
 //! `/chat` and `/chat/{room}` from outside: greetings, relays, `stop`,
 //! rooms, ordering, and a client that never reads (#4).
 
-mod common;
-
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use tungstenite::Message;
 
 const LIMIT: Duration = Duration::from_secs(90);

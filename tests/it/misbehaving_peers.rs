@@ -6,8 +6,6 @@
 //! must end within its bounds, say what failed in one `error:` line, and
 //! exit 1; none may hang or report success.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
@@ -16,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use tungstenite::protocol::Role;
 use tungstenite::{Message, WebSocket};

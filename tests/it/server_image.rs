@@ -1,8 +1,6 @@
 //! `wsbench server` on `/` and `/image`, from outside: exact replies,
 //! fast-mode jobs and their log, backpressure, shutdown, refusals (#3).
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
@@ -11,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tungstenite::Message;
 use wsbench::stats::{ImageStats, random_image};
 

@@ -3,8 +3,6 @@
 //! server checks on drop that `connections_current` is back to 0 and its
 //! threads back to their baseline (`Server::assert_released`).
 
-mod common;
-
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
@@ -12,7 +10,7 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use tungstenite::Message;
 use tungstenite::stream::MaybeTlsStream;
 

@@ -2,14 +2,12 @@
 //! follows bytes that arrived, writes and idle connections time out, and
 //! heads the RFCs call invalid are refused with their status, readably.
 
-mod common;
-
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use tungstenite::Message;
 
 const LIMIT: Duration = Duration::from_secs(60);

@@ -2,13 +2,11 @@
 //! the server's view of them, 503s counted by reason, held connections that
 //! keep answering pings, the Python asyncio peer, and the refusals (#7).
 
-mod common;
-
 use std::net::TcpListener;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 const LIMIT: Duration = Duration::from_secs(90);
 

@@ -4,13 +4,11 @@
 //! server's reads, is still read whole. Raw sockets, for what no library
 //! sends.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use tungstenite::Message;
 
 const LIMIT: Duration = Duration::from_secs(60);

@@ -2,8 +2,6 @@
 //! line (never a sleep), a per-test timeout that names the test and kills
 //! its child processes, and small WebSocket client helpers.
 
-#![allow(dead_code)]
-
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpStream;
 use std::path::PathBuf;

@@ -2,14 +2,12 @@
 //! sockets for what no client library sends, Python `requests` for
 //! keep-alive, prometheus_client for the exposition format (#4).
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tungstenite::Message;
 
 const LIMIT: Duration = Duration::from_secs(60);

@@ -3,15 +3,13 @@
 //! its port, a peer that never answers pings, and the original
 //! experiment's Python chat server.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use crossbeam_channel::{Receiver, unbounded};
 
 const LIMIT: Duration = Duration::from_secs(90);

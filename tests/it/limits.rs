@@ -2,13 +2,11 @@
 //! for what no library sends (#6). Every test ends by checking that a
 //! fresh client is still served correctly.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use tungstenite::Message;
 
 const LIMIT: Duration = Duration::from_secs(60);

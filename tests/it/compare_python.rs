@@ -31,91 +31,83 @@ fn bench(url: &str, extra: &[&str]) -> std::process::Output {
 
 #[test]
 fn python_compare_server_passes_verify_and_acknowledges_fast() {
-    with_timeout(
-        "python_compare_server_passes_verify_and_acknowledges_fast",
-        LIMIT,
-        || {
-            let mut server = python_server(&[]);
-            let out = bench(&server.url("/"), &["--verify"]);
-            assert!(
-                out.status.success() && text(&out.stdout).contains("5 ok, 0 failed"),
-                "bench --verify against {}: {}{}",
-                server.url("/"),
-                text(&out.stdout),
-                text(&out.stderr)
-            );
+    timed!(LIMIT, {
+        let mut server = python_server(&[]);
+        let out = bench(&server.url("/"), &["--verify"]);
+        assert!(
+            out.status.success() && text(&out.stdout).contains("5 ok, 0 failed"),
+            "bench --verify against {}: {}{}",
+            server.url("/"),
+            text(&out.stdout),
+            text(&out.stderr)
+        );
 
-            // --verify also accepts a bare `Received: {len}`, so the slow
-            // reply is compared in full too, with our numpy-exact formatting.
-            let image = random_image(480_000, 7);
-            let expected = ImageStats::compute(&image).expect("not empty").reply();
-            let mut ws = connect(&server.url("/"));
-            assert_eq!(
-                round_trip(&mut ws, Message::binary(image.clone())),
-                expected
-            );
-            let mut fast = connect(&server.url("/image?response=fast"));
-            assert_eq!(
-                round_trip(&mut fast, Message::binary(image)),
-                "Received: 480000"
-            );
-            drop(fast);
-            let out = bench(&server.url("/image?response=fast"), &["--verify"]);
-            assert!(out.status.success(), "{}", text(&out.stderr));
+        // --verify also accepts a bare `Received: {len}`, so the slow
+        // reply is compared in full too, with our numpy-exact formatting.
+        let image = random_image(480_000, 7);
+        let expected = ImageStats::compute(&image).expect("not empty").reply();
+        let mut ws = connect(&server.url("/"));
+        assert_eq!(
+            round_trip(&mut ws, Message::binary(image.clone())),
+            expected
+        );
+        let mut fast = connect(&server.url("/image?response=fast"));
+        assert_eq!(
+            round_trip(&mut fast, Message::binary(image)),
+            "Received: 480000"
+        );
+        drop(fast);
+        let out = bench(&server.url("/image?response=fast"), &["--verify"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
 
-            assert_eq!(round_trip(&mut ws, Message::text("a PiNg")), "Pong!");
-            assert_eq!(
-                round_trip(&mut ws, Message::text("hello")),
-                "Data hello received successfully."
-            );
-            assert_eq!(
-                round_trip(&mut ws, Message::binary(vec![]),),
-                "Error: empty image"
-            );
-            assert!(
-                tungstenite::connect(server.url("/nowhere")).is_err(),
-                "an unknown path must be refused"
-            );
-            // Open clients would hold the close handshake up.
-            drop(ws);
-            assert!(server.terminate(Duration::from_secs(10)).success());
-        },
-    );
+        assert_eq!(round_trip(&mut ws, Message::text("a PiNg")), "Pong!");
+        assert_eq!(
+            round_trip(&mut ws, Message::text("hello")),
+            "Data hello received successfully."
+        );
+        assert_eq!(
+            round_trip(&mut ws, Message::binary(vec![]),),
+            "Error: empty image"
+        );
+        assert!(
+            tungstenite::connect(server.url("/nowhere")).is_err(),
+            "an unknown path must be refused"
+        );
+        // Open clients would hold the close handshake up.
+        drop(ws);
+        assert!(server.terminate(Duration::from_secs(10)).success());
+    });
 }
 
 #[test]
 fn python_compare_server_response_fast_flag_sets_the_default() {
-    with_timeout(
-        "python_compare_server_response_fast_flag_sets_the_default",
-        LIMIT,
-        || {
-            let mut server = python_server(&["--response", "fast"]);
-            let out = bench(&server.url("/"), &[]);
-            assert!(out.status.success(), "{}", text(&out.stderr));
+    timed!(LIMIT, {
+        let mut server = python_server(&["--response", "fast"]);
+        let out = bench(&server.url("/"), &[]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
 
-            let image: Vec<u8> = (0..=255u8).cycle().take(480_000).collect();
-            let mut ws = connect(&server.url("/"));
-            assert_eq!(
-                round_trip(&mut ws, Message::binary(image.clone())),
-                "Received: 480000"
-            );
-            let mut slow = connect(&server.url("/?response=slow"));
-            assert_eq!(
-                round_trip(&mut slow, Message::binary(image)),
-                "Received: 480000, (480000,), 255, 0, 127.5, 127.5"
-            );
-            // The background job is logged once it is done.
-            assert!(
-                server
-                    .proc
-                    .stderr
-                    .wait_for("> Received: 480000, (480000,), 255, 0", LIMIT / 2)
-                    .is_some(),
-                "no statistics logged; stderr: {:?}",
-                server.proc.stderr.all()
-            );
-            drop((ws, slow));
-            assert!(server.terminate(Duration::from_secs(10)).success());
-        },
-    );
+        let image: Vec<u8> = (0..=255u8).cycle().take(480_000).collect();
+        let mut ws = connect(&server.url("/"));
+        assert_eq!(
+            round_trip(&mut ws, Message::binary(image.clone())),
+            "Received: 480000"
+        );
+        let mut slow = connect(&server.url("/?response=slow"));
+        assert_eq!(
+            round_trip(&mut slow, Message::binary(image)),
+            "Received: 480000, (480000,), 255, 0, 127.5, 127.5"
+        );
+        // The background job is logged once it is done.
+        assert!(
+            server
+                .proc
+                .stderr
+                .wait_for("> Received: 480000, (480000,), 255, 0", LIMIT / 2)
+                .is_some(),
+            "no statistics logged; stderr: {:?}",
+            server.proc.stderr.all()
+        );
+        drop((ws, slow));
+        assert!(server.terminate(Duration::from_secs(10)).success());
+    });
 }

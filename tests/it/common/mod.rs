@@ -53,6 +53,45 @@ pub fn with_timeout<F: FnOnce() + Send + 'static>(name: &str, limit: Duration, b
     }
 }
 
+/// `timed!(limit, { body })`, a test's whole body: runs `body` under
+/// [`with_timeout`] with the name libtest gives the test it is written in
+/// (`chat_client::joins`), so a timeout message names that test and no
+/// hand-written copy of the name can drift from it (#14).
+///
+/// The name is read off a function declared in place: the type name of
+/// `here` is its path, `it::chat_client::joins::here`. Rust prints type
+/// names for diagnostics, which is all this is; the test
+/// `common::timed_names_the_test_it_is_written_in` fails if a compiler
+/// spells them otherwise. Work before `timed!` in the test (compare_tokio
+/// builds its server there) is not timed.
+macro_rules! timed {
+    ($limit:expr, $body:block) => {{
+        fn here() {}
+        let name = $crate::common::test_name(::std::any::type_name_of_val(&here));
+        $crate::common::with_timeout(&name, $limit, || $body)
+    }};
+}
+pub(crate) use timed;
+
+/// The test's name as libtest prints and filters it, from the type name of
+/// a function declared in it: `it::chat_client::joins::here` gives
+/// `chat_client::joins` (no crate, no `here`).
+pub fn test_name(here: &str) -> String {
+    let path = here.strip_suffix("::here").unwrap_or(here);
+    let path = path.split_once("::").map_or(path, |(_crate, rest)| rest);
+    path.to_string()
+}
+
+#[test]
+fn timed_names_the_test_it_is_written_in() {
+    timed!(Duration::from_secs(10), {
+        assert_eq!(
+            thread::current().name(),
+            Some("common::timed_names_the_test_it_is_written_in")
+        );
+    });
+}
+
 /// Lines a child prints, collected on a thread; tests wait on them.
 pub struct Lines {
     rx: Receiver<String>,

@@ -97,7 +97,7 @@ fn throw(addr: &str, input: &[u8]) {
 
 #[test]
 fn ten_thousand_hostile_inputs_leave_the_server_serving() {
-    timed!(Duration::from_secs(240), {
+    timed_alone!(Duration::from_secs(240), {
         let seed: u64 = std::env::var("WSBENCH_FUZZ_SEED")
             .ok()
             .and_then(|s| s.parse().ok())

@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -136,14 +136,71 @@ pub fn with_timeout<F: FnOnce() + Send + 'static>(name: &str, limit: Duration, b
 /// `common::timed_names_the_test_it_is_written_in` fails if a compiler
 /// spells them otherwise. Work before `timed!` in the test (compare_tokio
 /// builds its server there) is not timed.
+///
+/// The test shares the machine with the tests beside it; see
+/// [`timed_alone!`] for the few that must not.
 macro_rules! timed {
-    ($limit:expr, $body:block) => {{
+    ($limit:expr, $body:block) => {
+        $crate::common::timed!(@ $crate::common::Share::Shared, $limit, $body)
+    };
+    (@ $share:expr, $limit:expr, $body:block) => {{
         fn here() {}
         let name = $crate::common::test_name(::std::any::type_name_of_val(&here));
-        $crate::common::with_timeout(&name, $limit, || $body)
+        $crate::common::run_test(&name, $limit, $share, || $body)
     }};
 }
 pub(crate) use timed;
+
+/// `timed_alone!(limit, { body })`: [`timed!`] for a test that has the
+/// machine to itself (see [`MACHINE`]), once the tests running now end.
+/// Waiting for them is not timed.
+macro_rules! timed_alone {
+    ($limit:expr, $body:block) => {
+        $crate::common::timed!(@ $crate::common::Share::Alone, $limit, $body)
+    };
+}
+pub(crate) use timed_alone;
+
+/// All tests run in one process, as many at a time as there are cores (or
+/// RUST_TEST_THREADS). Nearly all share the machine: they wait on events
+/// and use little of it. A few load it enough to stretch the time bounds of
+/// the tests beside them (a server closed "within 3 s", a ping answered in
+/// time), or need it quiet for their own: those run alone. Before #14 each
+/// test file was a binary of its own, run after the one before, so these
+/// never met another file's tests; in one binary they would.
+///
+/// Alone: compare_tokio's build of its server (a minute of rustc on every
+/// core, whenever wsbench changed), the 10,600-input fuzz storm, the
+/// 2,000-session churn (which also bounds its own closes at 1 s).
+static MACHINE: RwLock<()> = RwLock::new(());
+
+/// How a test holds [`MACHINE`].
+#[derive(Clone, Copy)]
+pub enum Share {
+    Shared,
+    Alone,
+}
+
+/// Runs `body` under [`with_timeout`], holding [`MACHINE`] as `share` says
+/// for the whole of it; the wait for the machine is not timed. What
+/// `timed!` and `timed_alone!` expand to.
+pub fn run_test<F: FnOnce() + Send + 'static>(name: &str, limit: Duration, share: Share, body: F) {
+    // A test that failed while holding the lock poisons it; the lock
+    // guards no data, so the next test just takes it.
+    let (_shared, _alone);
+    match share {
+        Share::Shared => _shared = MACHINE.read().unwrap_or_else(PoisonError::into_inner),
+        Share::Alone => _alone = MACHINE.write().unwrap_or_else(PoisonError::into_inner),
+    }
+    with_timeout(name, limit, body);
+}
+
+/// Runs `work` (not a test body: no [`timed!`] around it, or it would wait
+/// for itself) with the machine to itself; see [`MACHINE`].
+pub fn alone<T>(work: impl FnOnce() -> T) -> T {
+    let _alone = MACHINE.write().unwrap_or_else(PoisonError::into_inner);
+    work()
+}
 
 /// The test's name as libtest prints and filters it, from the type name of
 /// a function declared in it: `it::chat_client::joins::here` gives
@@ -206,6 +263,28 @@ fn a_timeout_kills_its_own_tests_children_and_no_others() {
         assert!(CHILDREN.lock().unwrap().holds(neighbour_pid));
         release.send(()).unwrap();
         neighbour.join().unwrap();
+    });
+}
+
+#[test]
+fn a_test_alone_has_the_machine_to_itself() {
+    timed_alone!(Duration::from_secs(30), {
+        let next = MACHINE.try_read();
+        assert!(
+            matches!(next, Err(std::sync::TryLockError::WouldBlock)),
+            "another test could start beside this one"
+        );
+    });
+}
+
+#[test]
+fn a_test_that_shares_keeps_one_alone_waiting() {
+    timed!(Duration::from_secs(30), {
+        let alone = MACHINE.try_write();
+        assert!(
+            matches!(alone, Err(std::sync::TryLockError::WouldBlock)),
+            "a test alone could start beside this one"
+        );
     });
 }
 

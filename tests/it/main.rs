@@ -4,9 +4,12 @@
 //! from one pool of threads.
 //!
 //! `cargo test --release --test it chat_client::` runs one module;
-//! `common` holds the furniture they share (server guard, timeouts,
-//! clients). Paths to `tests/peers/` and `tests/requirements.txt` go
-//! through `CARGO_MANIFEST_DIR`, so they do not depend on this layout.
+//! `common` holds the furniture they share (server guard, clients, and
+//! `timed!`, which every test body runs under: a time limit that names the
+//! test and kills only that test's processes, and `timed_alone!` for the
+//! few heavy tests that must not run beside others). Paths to
+//! `tests/peers/` and `tests/requirements.txt` go through
+//! `CARGO_MANIFEST_DIR`, so they do not depend on this layout.
 
 mod common;
 

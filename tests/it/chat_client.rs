@@ -536,14 +536,31 @@ fn sigterm_gives_the_terminal_back_as_it_was() {
         };
         let modes = dir.join("stty.txt");
         // After chat exits, the same terminal reports its modes, then
-        // tells the test through a tmux channel.
+        // tells the test through a tmux channel. The pane outlives its
+        // script (remain-on-exit): else the session, the server and the
+        // channel's signal could be gone before the test's `wait-for`
+        // connects, and it would wait for ever (1 run in 12 beside the
+        // chat_server floods).
         let script = format!(
             "{BIN} chat --url {}; stty -a > {}; tmux -S {} wait-for -S chat-done",
             server.url("/chat"),
             modes.display(),
             tmux.socket.display()
         );
-        tmux.run(&["new-session", "-d", "-x", "100", "-y", "30", &script]);
+        tmux.run(&[
+            "new-session",
+            "-d",
+            "-x",
+            "100",
+            "-y",
+            "30",
+            &script,
+            ";",
+            "set-option",
+            "-wg",
+            "remain-on-exit",
+            "on",
+        ]);
         let tty = tmux.run(&["display-message", "-p", "#{pane_tty}"]);
         let shell: u32 = tmux
             .run(&["display-message", "-p", "#{pane_pid}"])

@@ -1,7 +1,10 @@
 //! The `/proc` cost reader of `make compare` (benches/common/cost.rs, #17)
 //! checked against this test process itself: its CPU, memory, threads,
 //! context switches and children. The module lives with the benchmark;
-//! its tests live here so that `make test` runs them.
+//! its tests live here so that `make test` runs them. Unlike the rest of
+//! the tests (one binary, `tests/it/`), these measure their own process,
+//! so they run in a process of their own where no other test adds CPU,
+//! memory or threads.
 
 #[allow(dead_code)]
 #[path = "../benches/common/cost.rs"]

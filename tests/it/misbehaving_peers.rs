@@ -6,8 +6,6 @@
 //! must end within its bounds, say what failed in one `error:` line, and
 //! exit 1; none may hang or report success.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
@@ -16,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use tungstenite::protocol::Role;
 use tungstenite::{Message, WebSocket};
@@ -217,7 +215,7 @@ fn chat_until_exit(
 
 #[test]
 fn chat_from_a_pipe_gives_up_on_a_server_that_never_completes_the_handshake() {
-    with_timeout("chat_gives_up_on_a_silent_handshake", LIMIT, || {
+    timed!(LIMIT, {
         let peer = Peer::start(never_replies);
         let (status, took, stderr) = chat_until_exit(
             &peer.ws("/chat"),
@@ -246,7 +244,7 @@ fn chat_from_a_pipe_gives_up_on_a_server_that_never_completes_the_handshake() {
 
 #[test]
 fn chat_from_a_pipe_gives_up_on_lines_a_peer_never_confirms() {
-    with_timeout("chat_gives_up_on_unconfirmed_lines", LIMIT, || {
+    timed!(LIMIT, {
         // The handshake completes, so the lines are written; no pong ever
         // proves they were read, and every new connection is the same.
         let peer = Peer::start(silent_after_handshake);
@@ -275,7 +273,7 @@ fn chat_from_a_pipe_gives_up_on_lines_a_peer_never_confirms() {
 
 #[test]
 fn bench_stops_after_max_failures_against_a_peer_that_never_replies() {
-    with_timeout("bench_stops_after_max_failures", LIMIT, || {
+    timed!(LIMIT, {
         let peer = Peer::start(silent_after_handshake);
         let dir = tempdir();
         for mode in ["serial", "serial-short", "parallel"] {
@@ -343,7 +341,7 @@ fn bench_stops_after_max_failures_against_a_peer_that_never_replies() {
 
 #[test]
 fn bench_failed_rows_record_how_long_the_reply_took() {
-    with_timeout("bench_failed_rows_record_recv_s", LIMIT, || {
+    timed!(LIMIT, {
         let peer = Peer::start(replies_binary);
         let csv = tempdir().join("binary.csv");
         let run = wsbench(
@@ -400,7 +398,7 @@ fn small_load(url: &str) -> std::process::Output {
 
 #[test]
 fn load_fails_when_every_round_trip_times_out() {
-    with_timeout("load_fails_when_round_trips_time_out", LIMIT, || {
+    timed!(LIMIT, {
         let peer = Peer::start(silent_after_handshake);
         let run = small_load(&peer.ws("/"));
         let stderr = text(&run.stderr);
@@ -416,7 +414,7 @@ fn load_fails_when_every_round_trip_times_out() {
 
 #[test]
 fn load_fails_when_every_connection_is_reset() {
-    with_timeout("load_fails_when_connections_are_reset", LIMIT, || {
+    timed!(LIMIT, {
         let peer = Peer::start(resets_on_first_message);
         let run = small_load(&peer.ws("/"));
         let stderr = text(&run.stderr);
@@ -449,7 +447,7 @@ fn table(report: &str, header: &str) -> Vec<Vec<String>> {
 
 #[test]
 fn pingpong_keeps_the_websocket_figures_when_the_http_side_fails() {
-    with_timeout("pingpong_keeps_ws_figures", LIMIT, || {
+    timed!(LIMIT, {
         let peer = Peer::start(websocket_only);
         let report = tempdir().join("report.md");
         let run = wsbench(
@@ -507,7 +505,7 @@ fn pingpong_keeps_the_websocket_figures_when_the_http_side_fails() {
 
 #[test]
 fn pingpong_http_mode_none_measures_only_the_websocket_side() {
-    with_timeout("pingpong_http_mode_none", LIMIT, || {
+    timed!(LIMIT, {
         let peer = Peer::start(websocket_only);
         let run = wsbench(
             &[

@@ -2,14 +2,12 @@
 //! report, times that add up, the server's counters, `--http-mode both`,
 //! the Python asyncio peer, and every way a run fails (#7).
 
-mod common;
-
 use std::net::TcpListener;
 use std::process::Command;
 use std::str::FromStr;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const LIMIT: Duration = Duration::from_secs(90);
 
@@ -50,7 +48,7 @@ const VERSUS: &str = "| Qt pings | WS (s) | HTTP (s) | HTTP - WS (s) | HTTP / WS
 
 #[test]
 fn pingpong_against_a_running_server_reports_both_tables_that_add_up() {
-    with_timeout("pingpong_reports_both_tables", LIMIT, || {
+    timed!(LIMIT, {
         let server = Server::start(&[]);
         let report = tempdir().join("report.md");
         let run = wsbench(
@@ -135,7 +133,7 @@ fn pingpong_against_a_running_server_reports_both_tables_that_add_up() {
 
 #[test]
 fn http_mode_both_runs_each_mode_on_the_embedded_server() {
-    with_timeout("http_mode_both_on_the_embedded_server", LIMIT, || {
+    timed!(LIMIT, {
         let run = wsbench(
             &["pingpong", "50", "--http-mode", "both"],
             Duration::from_secs(60),
@@ -171,7 +169,7 @@ fn python_peer(extra: &[&str]) -> Server {
 
 #[test]
 fn a_reply_other_than_pong_fails_the_run_and_names_it() {
-    with_timeout("a_reply_other_than_pong_fails_the_run", LIMIT, || {
+    timed!(LIMIT, {
         let liar = python_peer(&["--pong", "Pang!"]);
         let run = wsbench(
             &["pingpong", "10", "--ws-url", &liar.url("/")],
@@ -190,7 +188,7 @@ fn a_reply_other_than_pong_fails_the_run_and_names_it() {
 
 #[test]
 fn the_python_asyncio_peer_answers_the_websocket_half() {
-    with_timeout("python_asyncio_peer_answers_the_ws_half", LIMIT, || {
+    timed!(LIMIT, {
         let peer = python_peer(&[]);
         let ours = Server::start(&[]);
         let run = wsbench(
@@ -224,7 +222,7 @@ fn the_python_asyncio_peer_answers_the_websocket_half() {
 
 #[test]
 fn nothing_listening_or_a_bad_url_exits_1_with_one_line() {
-    with_timeout("pingpong_nothing_listening", LIMIT, || {
+    timed!(LIMIT, {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -254,7 +252,7 @@ fn nothing_listening_or_a_bad_url_exits_1_with_one_line() {
 
 #[test]
 fn bad_usage_exits_2() {
-    with_timeout("pingpong_bad_usage_exits_2", LIMIT, || {
+    timed!(LIMIT, {
         for args in [
             &["pingpong", "0"][..],
             &["pingpong", "ten"],

@@ -2,13 +2,11 @@
 //! the server's view of them, 503s counted by reason, held connections that
 //! keep answering pings, the Python asyncio peer, and the refusals (#7).
 
-mod common;
-
 use std::net::TcpListener;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 const LIMIT: Duration = Duration::from_secs(90);
 
@@ -44,7 +42,7 @@ fn load_run(url: &str, hold: &str, extra: &[&str]) -> (std::process::Output, ser
 
 #[test]
 fn one_and_two_bind_addresses_establish_every_connection_and_close_them() {
-    with_timeout("load_one_and_two_bind_addresses", LIMIT, || {
+    timed!(LIMIT, {
         let server = Server::start(&[]);
         let url = server.url("/");
         for (bind, want) in [("127.0.0.1", 80u64), ("127.0.0.1,127.0.0.2", 160)] {
@@ -107,7 +105,7 @@ fn one_and_two_bind_addresses_establish_every_connection_and_close_them() {
 
 #[test]
 fn connections_over_the_server_limit_are_counted_as_503() {
-    with_timeout("load_counts_503s", LIMIT, || {
+    timed!(LIMIT, {
         let server = Server::start(&["--max-connections", "50"]);
         let (run, s) = load_run(&server.url("/"), "200ms", &[]);
         // #13: refusals fail the run, with one line of them by reason.
@@ -131,7 +129,7 @@ fn connections_over_the_server_limit_are_counted_as_503() {
 
 #[test]
 fn held_connections_keep_answering_the_server_pings() {
-    with_timeout("load_held_connections_answer_pings", LIMIT, || {
+    timed!(LIMIT, {
         // A client that never read would lose every connection after
         // 200 ms + 300 ms; these are held for 1.5 s.
         let server = Server::start(&["--ping-interval", "200ms", "--ping-timeout", "300ms"]);
@@ -146,7 +144,7 @@ fn held_connections_keep_answering_the_server_pings() {
 
 #[test]
 fn the_python_asyncio_peer_takes_the_load_and_its_count_is_skipped() {
-    with_timeout("load_against_python_asyncio_peer", LIMIT, || {
+    timed!(LIMIT, {
         let mut cmd = Command::new(python());
         cmd.arg(peer_script("image_server.py"));
         let peer = Server::from_command(cmd);
@@ -183,7 +181,7 @@ fn the_python_asyncio_peer_takes_the_load_and_its_count_is_skipped() {
 
 #[test]
 fn the_embedded_server_runs_small_loads_and_refuses_what_cannot_fit() {
-    with_timeout("load_embedded_server", LIMIT, || {
+    timed!(LIMIT, {
         let run = wsbench(
             &[
                 "load",
@@ -236,7 +234,7 @@ fn the_embedded_server_runs_small_loads_and_refuses_what_cannot_fit() {
 
 #[test]
 fn nothing_listening_exits_1_with_one_line() {
-    with_timeout("load_nothing_listening", LIMIT, || {
+    timed!(LIMIT, {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -258,7 +256,7 @@ fn nothing_listening_exits_1_with_one_line() {
 
 #[test]
 fn bad_usage_exits_2() {
-    with_timeout("load_bad_usage_exits_2", LIMIT, || {
+    timed!(LIMIT, {
         for args in [
             &["load", "--rounds", "0"][..],
             &["load", "--batch-size", "many"],

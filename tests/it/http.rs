@@ -2,14 +2,12 @@
 //! sockets for what no client library sends, Python `requests` for
 //! keep-alive, prometheus_client for the exposition format (#4).
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tungstenite::Message;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -54,7 +52,7 @@ fn closed(s: &mut TcpStream) -> bool {
 
 #[test]
 fn every_route_of_the_table_answers_as_specified() {
-    with_timeout("http_routes", LIMIT, || {
+    timed!(LIMIT, {
         let server = Server::start(&["--max-message-size", "1KiB"]);
         let mut s = raw(&server.addr);
         let mut ask = |request: &str| {
@@ -107,7 +105,7 @@ fn every_route_of_the_table_answers_as_specified() {
 
 #[test]
 fn pipelined_requests_are_answered_in_order() {
-    with_timeout("http_pipelining", LIMIT, || {
+    timed!(LIMIT, {
         let server = Server::start(&[]);
         let mut s = raw(&server.addr);
         s.write_all(
@@ -133,7 +131,7 @@ fn pipelined_requests_are_answered_in_order() {
 
 #[test]
 fn http_1_0_closes_unless_asked_to_keep_alive() {
-    with_timeout("http_1_0", LIMIT, || {
+    timed!(LIMIT, {
         let server = Server::start(&[]);
         let mut s = raw(&server.addr);
         s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
@@ -151,7 +149,7 @@ fn http_1_0_closes_unless_asked_to_keep_alive() {
 
 #[test]
 fn a_requests_session_uses_one_connection_for_four_requests() {
-    with_timeout("requests_session_keep_alive", LIMIT, || {
+    timed!(LIMIT, {
         let server = Server::start(&[]);
         let before = server.metric("wsbench_connections_total");
         let out = run_bounded(
@@ -174,7 +172,7 @@ fn a_requests_session_uses_one_connection_for_four_requests() {
 
 #[test]
 fn metrics_parse_as_prometheus_text_and_follow_the_traffic() {
-    with_timeout("metrics_parse_and_follow", LIMIT, || {
+    timed!(LIMIT, {
         let server = Server::start(&[]);
         let scrape = || {
             let out = run_bounded(

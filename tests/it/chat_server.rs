@@ -1,12 +1,10 @@
 //! `/chat` and `/chat/{room}` from outside: greetings, relays, `stop`,
 //! rooms, ordering, and a client that never reads (#4).
 
-mod common;
-
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use tungstenite::Message;
 
 const LIMIT: Duration = Duration::from_secs(90);
@@ -28,7 +26,7 @@ fn sender_id(line: &str) -> u64 {
 
 #[test]
 fn newcomers_are_greeted_and_messages_reach_the_others_only() {
-    with_timeout("chat_greets_and_relays", LIMIT, || {
+    timed!(LIMIT, {
         let server = Server::start(&[]);
         let mut a = join(&server, "/chat");
         let mut b = join(&server, "/chat");
@@ -56,7 +54,7 @@ fn newcomers_are_greeted_and_messages_reach_the_others_only() {
 
 #[test]
 fn stop_closes_with_1000_and_the_room_hears_who_left() {
-    with_timeout("stop_closes_with_1000", LIMIT, || {
+    timed!(LIMIT, {
         let server = Server::start(&[]);
         let mut a = join(&server, "/chat/red");
         let mut b = join(&server, "/chat/red");
@@ -78,7 +76,7 @@ fn stop_closes_with_1000_and_the_room_hears_who_left() {
 
 #[test]
 fn rooms_are_isolated_and_chat_alone_is_the_lobby() {
-    with_timeout("rooms_are_isolated", LIMIT, || {
+    timed!(LIMIT, {
         let server = Server::start(&[]);
         let mut lobby = join(&server, "/chat");
         let mut named_lobby = join(&server, "/chat/lobby");
@@ -98,7 +96,7 @@ fn rooms_are_isolated_and_chat_alone_is_the_lobby() {
 
 #[test]
 fn one_senders_messages_arrive_in_order_at_every_receiver() {
-    with_timeout("chat_order_is_kept", LIMIT, || {
+    timed!(LIMIT, {
         let server = Server::start(&[]);
         let mut sender = join(&server, "/chat/order");
         let receivers: Vec<Ws> = (0..3).map(|_| join(&server, "/chat/order")).collect();
@@ -129,7 +127,7 @@ fn one_senders_messages_arrive_in_order_at_every_receiver() {
 
 #[test]
 fn a_client_that_never_reads_is_dropped_with_1008_and_others_keep_up() {
-    with_timeout("slow_client_dropped_with_1008", LIMIT, || {
+    timed!(LIMIT, {
         let server = Server::start(&["--max-queue", "64", "--ping-timeout", "10s"]);
         let mut stuck = join(&server, "/chat/flood");
         let mut reader = join(&server, "/chat/flood");

@@ -1,8 +1,6 @@
 //! `wsbench server` on `/` and `/image`, from outside: exact replies,
 //! fast-mode jobs and their log, backpressure, shutdown, refusals (#3).
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
@@ -11,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tungstenite::Message;
 use wsbench::stats::{ImageStats, random_image};
 
@@ -23,7 +21,7 @@ fn bin(bytes: &[u8]) -> Message {
 
 #[test]
 fn text_messages_follow_the_ping_rule() {
-    with_timeout("text_messages_follow_the_ping_rule", LIMIT, || {
+    timed!(LIMIT, {
         let server = Server::start(&[]);
         let mut ws = connect(&server.url("/"));
         assert_eq!(round_trip(&mut ws, Message::text("ping")), "Pong!");
@@ -38,7 +36,7 @@ fn text_messages_follow_the_ping_rule() {
 
 #[test]
 fn slow_replies_carry_exact_statistics_on_both_paths() {
-    with_timeout("slow_replies_carry_exact_statistics", LIMIT, || {
+    timed!(LIMIT, {
         let server = Server::start(&[]);
         for path in ["/", "/image"] {
             let mut ws = connect(&server.url(path));
@@ -62,7 +60,7 @@ fn slow_replies_carry_exact_statistics_on_both_paths() {
 
 #[test]
 fn empty_image_gets_an_error_and_the_connection_stays_open() {
-    with_timeout("empty_image_gets_an_error", LIMIT, || {
+    timed!(LIMIT, {
         let server = Server::start(&[]);
         let mut ws = connect(&server.url("/"));
         assert_eq!(round_trip(&mut ws, bin(&[])), "Error: empty image");
@@ -75,7 +73,7 @@ fn empty_image_gets_an_error_and_the_connection_stays_open() {
 
 #[test]
 fn fast_mode_acknowledges_then_logs_every_job() {
-    with_timeout("fast_mode_acknowledges_then_logs_every_job", LIMIT, || {
+    timed!(LIMIT, {
         let dir = tempdir();
         let log = dir.join("stats.jsonl");
         let server = Server::start(&["--response", "fast", "--stats-log", log.to_str().unwrap()]);
@@ -135,7 +133,7 @@ fn fast_mode_acknowledges_then_logs_every_job() {
 
 #[test]
 fn query_forces_fast_on_a_slow_server() {
-    with_timeout("query_forces_fast_on_a_slow_server", LIMIT, || {
+    timed!(LIMIT, {
         let server = Server::start(&[]);
         let mut ws = connect(&server.url("/image?response=fast"));
         assert_eq!(round_trip(&mut ws, bin(&[1, 2, 3])), "Received: 3");
@@ -144,7 +142,7 @@ fn query_forces_fast_on_a_slow_server() {
 
 #[test]
 fn sigterm_finishes_every_queued_job_and_closes_with_1001() {
-    with_timeout("sigterm_finishes_every_queued_job", LIMIT, || {
+    timed!(LIMIT, {
         let dir = tempdir();
         let log = dir.join("stats.jsonl");
         let mut server = Server::start(&[
@@ -192,7 +190,7 @@ fn sigterm_finishes_every_queued_job_and_closes_with_1001() {
 
 #[test]
 fn max_pending_one_holds_the_sender_back() {
-    with_timeout("max_pending_one_holds_the_sender_back", LIMIT, || {
+    timed!(LIMIT, {
         let server = Server::start(&[
             "--response",
             "fast",
@@ -252,7 +250,7 @@ fn max_pending_one_holds_the_sender_back() {
 
 #[test]
 fn fifty_connections_of_twenty_images_are_all_answered_correctly() {
-    with_timeout("fifty_connections_of_twenty_images", LIMIT, || {
+    timed!(LIMIT, {
         let server = Server::start(&[]);
         let url = server.url("/");
         let clients: Vec<_> = (0..50u64)
@@ -278,7 +276,7 @@ fn fifty_connections_of_twenty_images_are_all_answered_correctly() {
 
 #[test]
 fn unknown_path_is_refused_in_the_handshake_with_404() {
-    with_timeout("unknown_path_is_refused_with_404", LIMIT, || {
+    timed!(LIMIT, {
         let server = Server::start(&[]);
         let response = http_request(
             &server.addr,
@@ -296,7 +294,7 @@ fn unknown_path_is_refused_in_the_handshake_with_404() {
 
 #[test]
 fn a_port_in_use_exits_1_with_one_line() {
-    with_timeout("a_port_in_use_exits_1_with_one_line", LIMIT, || {
+    timed!(LIMIT, {
         let taken = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = taken.local_addr().unwrap().port().to_string();
         let out = wsbench(&["server", "--port", &port], Duration::from_secs(10));
@@ -314,7 +312,7 @@ fn a_port_in_use_exits_1_with_one_line() {
 
 #[test]
 fn a_connection_that_sends_garbage_gets_400_and_others_are_served() {
-    with_timeout("garbage_gets_400", LIMIT, || {
+    timed!(LIMIT, {
         let server = Server::start(&[]);
         let mut raw = TcpStream::connect(&server.addr).unwrap();
         raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();

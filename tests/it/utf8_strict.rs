@@ -4,13 +4,11 @@
 //! server's reads, is still read whole. Raw sockets, for what no library
 //! sends.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use tungstenite::Message;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -115,7 +113,7 @@ fn still_echoes(server: &Server) {
 
 #[test]
 fn bad_utf8_closes_with_1007_before_the_rest_of_its_frame_arrives() {
-    with_timeout("bad_utf8_closes_with_1007_before", LIMIT, || {
+    timed!(LIMIT, {
         let server = Server::start(&[]);
         // A frame announcing 64 KiB (read straight into the message) and
         // one of 200 bytes (read through the read-ahead buffer): only
@@ -147,7 +145,7 @@ fn bad_utf8_closes_with_1007_before_the_rest_of_its_frame_arrives() {
 
 #[test]
 fn a_character_cut_between_frames_or_reads_is_echoed_whole() {
-    with_timeout("a_character_cut_between_frames", LIMIT, || {
+    timed!(LIMIT, {
         let server = Server::start(&[]);
         let text = "a\u{e9}\u{20ac}\u{1d11e}z";
         let bytes = text.as_bytes();

@@ -1,12 +1,10 @@
 //! `wsbench report` from outside: handwritten CSVs and CSVs `bench` made,
 //! the summary table, the two SVG plots, and the errors (issue 8).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const LIMIT: Duration = Duration::from_secs(90);
 const HEADER: &str = "idx,start_unix_s,connect_s,send_s,recv_s,total_s,ok,error\n";
@@ -67,7 +65,7 @@ fn assert_balanced_svg(svg: &str) {
 
 #[test]
 fn handwritten_csvs_make_a_table_row_each_and_two_plots() {
-    with_timeout("handwritten_csvs_make_a_table_row_each", LIMIT, || {
+    timed!(LIMIT, {
         let dir = tempdir();
         // Serial: one connect, back to back, 1 s wall; one failure.
         let serial = write(
@@ -142,7 +140,7 @@ fn handwritten_csvs_make_a_table_row_each_and_two_plots() {
 
 #[test]
 fn bench_csvs_of_two_modes_report_their_counts() {
-    with_timeout("bench_csvs_of_two_modes_report_their_counts", LIMIT, || {
+    timed!(LIMIT, {
         let dir = tempdir();
         let mut files = Vec::new();
         for mode in ["serial", "parallel"] {
@@ -192,7 +190,7 @@ fn bench_csvs_of_two_modes_report_their_counts() {
 
 #[test]
 fn the_default_out_is_a_report_directory() {
-    with_timeout("the_default_out_is_a_report_directory", LIMIT, || {
+    timed!(LIMIT, {
         let dir = tempdir();
         write(&dir, "a.csv", "0,1000.0,0.01,0.001,0.002,0.25,true,\n");
         let run = run_bounded(
@@ -209,7 +207,7 @@ fn the_default_out_is_a_report_directory() {
 
 #[test]
 fn a_missing_file_is_one_line_and_exit_1() {
-    with_timeout("a_missing_file_is_one_line_and_exit_1", LIMIT, || {
+    timed!(LIMIT, {
         let dir = tempdir();
         let missing = dir.join("results.csv");
         let run = report(&[missing.to_str().unwrap(), "--out", dir.to_str().unwrap()]);
@@ -225,7 +223,7 @@ fn a_missing_file_is_one_line_and_exit_1() {
 
 #[test]
 fn a_bad_row_names_the_file_and_the_row() {
-    with_timeout("a_bad_row_names_the_file_and_the_row", LIMIT, || {
+    timed!(LIMIT, {
         let dir = tempdir();
         let good = "0,1000.0,0.01,0.001,0.002,0.25,true,\n";
         let cases = [
@@ -273,7 +271,7 @@ fn a_bad_row_names_the_file_and_the_row() {
 
 #[test]
 fn no_files_is_bad_usage() {
-    with_timeout("no_files_is_bad_usage", LIMIT, || {
+    timed!(LIMIT, {
         let run = report(&[]);
         assert_eq!(run.status.code(), Some(2), "{}", text(&run.stderr));
         let help = report(&["--help"]);

@@ -3,8 +3,6 @@
 //! server checks on drop that `connections_current` is back to 0 and its
 //! threads back to their baseline (`Server::assert_released`).
 
-mod common;
-
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
@@ -12,7 +10,7 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use tungstenite::Message;
 use tungstenite::stream::MaybeTlsStream;
 
@@ -49,7 +47,7 @@ fn wait_for_fin(ws: &mut Ws) -> Duration {
 
 #[test]
 fn two_thousand_chat_sessions_leave_nothing_behind_and_close_promptly() {
-    with_timeout("chat_churn", LIMIT, || {
+    timed_alone!(LIMIT, {
         let server = Server::start(&[]);
         let mut slowest = Duration::ZERO;
         for i in 0..2000 {
@@ -95,7 +93,7 @@ fn two_thousand_chat_sessions_leave_nothing_behind_and_close_promptly() {
 
 #[test]
 fn sigterm_with_chat_members_exits_at_once_when_they_answer() {
-    with_timeout("sigterm_with_chat_members", LIMIT, || {
+    timed!(LIMIT, {
         let mut server = Server::start(&[]);
         // Members that read (so answer the 1001) on threads of their own.
         let members: Vec<_> = (0..5)
@@ -129,7 +127,7 @@ fn sigterm_with_chat_members_exits_at_once_when_they_answer() {
 
 #[test]
 fn a_flooded_member_that_never_reads_is_dropped_long_before_the_ping_timeout() {
-    with_timeout("flooded_non_reader_dropped_early", LIMIT, || {
+    timed!(LIMIT, {
         // 20 s of --ping-timeout: a blocking write to the stuck member
         // would hold everything up for that long, twice.
         let server = Server::start(&["--max-queue", "64", "--ping-timeout", "20s"]);
@@ -175,7 +173,7 @@ fn read_to_end(mut stream: TcpStream) -> Result<String, std::io::Error> {
 
 #[test]
 fn past_capacity_every_refusal_is_a_readable_503_and_metrics_still_answer() {
-    with_timeout("past_capacity_readable_503", LIMIT, || {
+    timed!(LIMIT, {
         // 100 descriptors: the server works out a capacity well below that.
         let mut command = Command::new(BIN);
         command

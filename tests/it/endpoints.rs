@@ -1,12 +1,10 @@
 //! `/echo` and `/hello` from outside, fragmented messages included, and
 //! the original chat client (websocket-client's WebSocketApp) on `/chat` (#4).
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tungstenite::Message;
 use tungstenite::protocol::frame::Frame;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
@@ -27,7 +25,7 @@ fn fragments(ws: &mut Ws, opcode: Data, parts: &[&[u8]]) {
 
 #[test]
 fn echo_returns_text_and_binary_even_when_fragmented() {
-    with_timeout("echo_returns_text_and_binary", LIMIT, || {
+    timed!(LIMIT, {
         let server = Server::start(&[]);
         let mut ws = connect(&server.url("/echo"));
         assert_eq!(round_trip(&mut ws, Message::text("héllo")), "héllo");
@@ -43,7 +41,7 @@ fn echo_returns_text_and_binary_even_when_fragmented() {
 
 #[test]
 fn hello_greets_text_and_refuses_binary_but_stays_open() {
-    with_timeout("hello_greets_text", LIMIT, || {
+    timed!(LIMIT, {
         let server = Server::start(&[]);
         let mut ws = connect(&server.url("/hello"));
         assert_eq!(round_trip(&mut ws, Message::text("world")), "Hello world!");
@@ -57,7 +55,7 @@ fn hello_greets_text_and_refuses_binary_but_stays_open() {
 
 #[test]
 fn the_original_websocketapp_client_stays_connected_on_chat() {
-    with_timeout("websocketapp_stays_on_chat", LIMIT, || {
+    timed!(LIMIT, {
         let server = Server::start(&[]);
         let out = run_bounded(
             Command::new(python())

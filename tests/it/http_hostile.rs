@@ -2,14 +2,12 @@
 //! follows bytes that arrived, writes and idle connections time out, and
 //! heads the RFCs call invalid are refused with their status, readably.
 
-mod common;
-
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use tungstenite::Message;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -40,7 +38,7 @@ fn still_serves(server: &Server) {
 
 #[test]
 fn announced_bodies_cost_nothing_until_their_bytes_arrive() {
-    with_timeout("announced_bodies_cost_nothing", LIMIT, || {
+    timed!(LIMIT, {
         let server = Server::start(&["--handshake-timeout", "10s"]);
         let before = rss_kib(&server);
         let clients: Vec<TcpStream> = (0..64)
@@ -71,7 +69,7 @@ fn announced_bodies_cost_nothing_until_their_bytes_arrive() {
 
 #[test]
 fn a_pipelining_client_that_never_reads_is_freed_after_the_write_timeout() {
-    with_timeout("pipelining_non_reader_freed", LIMIT, || {
+    timed!(LIMIT, {
         let server = Server::start(&["--max-connections", "20", "--ping-timeout", "1s"]);
         let request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".repeat(20_000);
         let started = Instant::now();
@@ -105,7 +103,7 @@ fn a_pipelining_client_that_never_reads_is_freed_after_the_write_timeout() {
 
 #[test]
 fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
-    with_timeout("idle_keep_alive_closed", LIMIT, || {
+    timed!(LIMIT, {
         let server = Server::start(&["--idle-timeout", "1s"]);
         let mut s = TcpStream::connect(&server.addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -131,7 +129,7 @@ fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
 
 #[test]
 fn a_trickled_second_request_gets_the_handshake_timeout_from_its_first_byte() {
-    with_timeout("trickled_second_request", LIMIT, || {
+    timed!(LIMIT, {
         let server = Server::start(&["--handshake-timeout", "1s", "--idle-timeout", "30s"]);
         let mut s = TcpStream::connect(&server.addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -172,7 +170,7 @@ fn a_trickled_second_request_gets_the_handshake_timeout_from_its_first_byte() {
 
 #[test]
 fn invalid_heads_are_refused_with_their_status_and_read_whole() {
-    with_timeout("invalid_heads_refused", LIMIT, || {
+    timed!(LIMIT, {
         let server = Server::start(&[]);
         let upgrade = |key: &str, host: bool| {
             format!(

@@ -1,13 +1,11 @@
 //! `wsbench bench` from outside: every mode's CSV, the embedded server,
 //! `--verify` against an honest and a lying peer, errors and exit codes (#3).
 
-mod common;
-
 use std::net::TcpListener;
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const LIMIT: Duration = Duration::from_secs(90);
 const COLUMNS: &str = "idx,start_unix_s,connect_s,send_s,recv_s,total_s,ok,error";
@@ -23,7 +21,7 @@ fn csv_rows(path: &std::path::Path) -> Vec<Vec<String>> {
 
 #[test]
 fn every_mode_writes_one_csv_row_per_message() {
-    with_timeout("every_mode_writes_one_csv_row_per_message", LIMIT, || {
+    timed!(LIMIT, {
         let server = Server::start(&[]);
         let dir = tempdir();
         for mode in ["serial", "serial-short", "parallel"] {
@@ -79,7 +77,7 @@ fn every_mode_writes_one_csv_row_per_message() {
 
 #[test]
 fn without_url_the_embedded_server_runs_the_whole_experiment() {
-    with_timeout("embedded_server_runs_the_whole_experiment", LIMIT, || {
+    timed!(LIMIT, {
         for response in ["slow", "fast"] {
             let run = wsbench(
                 &[
@@ -124,7 +122,7 @@ fn without_url_the_embedded_server_runs_the_whole_experiment() {
 
 #[test]
 fn verify_fails_the_run_against_a_peer_that_lies() {
-    with_timeout("verify_fails_against_a_lying_peer", LIMIT, || {
+    timed!(LIMIT, {
         let mut cmd = Command::new(python());
         cmd.arg(peer_script("image_server.py"))
             .args(["--reply", "lie"]);
@@ -159,7 +157,7 @@ fn verify_fails_the_run_against_a_peer_that_lies() {
 
 #[test]
 fn bench_runs_against_the_original_python_asyncio_server() {
-    with_timeout("bench_against_python_asyncio_server", LIMIT, || {
+    timed!(LIMIT, {
         for reply in ["len", "full"] {
             let mut cmd = Command::new(python());
             cmd.arg(peer_script("image_server.py"))
@@ -197,7 +195,7 @@ fn bench_runs_against_the_original_python_asyncio_server() {
 
 #[test]
 fn nothing_listening_exits_1_with_one_line() {
-    with_timeout("nothing_listening_exits_1_with_one_line", LIMIT, || {
+    timed!(LIMIT, {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -221,7 +219,7 @@ fn nothing_listening_exits_1_with_one_line() {
 
 #[test]
 fn bad_usage_exits_2() {
-    with_timeout("bad_usage_exits_2", LIMIT, || {
+    timed!(LIMIT, {
         for args in [
             &["bench", "--count", "x"][..],
             &["bench", "--mode", "sideways"],
@@ -264,7 +262,7 @@ fn bad_usage_exits_2() {
 
 #[test]
 fn a_bad_url_is_one_line_and_exit_1() {
-    with_timeout("a_bad_url_is_one_line_and_exit_1", LIMIT, || {
+    timed!(LIMIT, {
         let run = wsbench(
             &["bench", "--url", "http://x/", "--count", "1"],
             Duration::from_secs(10),
@@ -279,7 +277,7 @@ fn a_bad_url_is_one_line_and_exit_1() {
 
 #[test]
 fn sigterm_mid_run_summarises_and_writes_what_was_measured() {
-    with_timeout("sigterm_mid_run_summarises", LIMIT, || {
+    timed!(LIMIT, {
         let server = Server::start(&[]);
         let dir = tempdir();
         let out = dir.join("partial.csv");
@@ -333,7 +331,7 @@ fn sigterm_mid_run_summarises_and_writes_what_was_measured() {
 
 #[test]
 fn verify_against_length_only_replies_says_so_once() {
-    with_timeout("verify_against_length_only_replies", LIMIT, || {
+    timed!(LIMIT, {
         // #13: `Received: {len}` passes --verify on its length alone; the
         // summary must not let that pass for a statistics check.
         let server = Server::start(&["--response", "fast"]);

@@ -9,14 +9,12 @@
 //! feature, so socket2 and wsbench compile again, and our dev-dependencies
 //! add features to serde, regex, rayon and a few more while testing.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use tungstenite::Message;
 use tungstenite::http::StatusCode;
 use wsbench::stats::{ImageStats, random_image};
@@ -27,7 +25,10 @@ const LIMIT: Duration = Duration::from_secs(60);
 /// A cold build on a busy 2-core machine, with room to spare.
 const BUILD_LIMIT: Duration = Duration::from_secs(20 * 60);
 
-/// `target/release/wsbench-tokio`, built once for all the tests here.
+/// `target/release/wsbench-tokio`, built once for all the tests here, with
+/// the machine to itself (a cold build keeps every core busy for a minute;
+/// see `common::MACHINE`). Call it before `timed!`, which holds the machine
+/// shared: the build would wait for its own test.
 fn server_bin() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
@@ -44,7 +45,7 @@ fn server_bin() -> &'static Path {
             .arg(&manifest)
             .env("CARGO_TARGET_DIR", target);
         let started = Instant::now();
-        let output = run_bounded(&mut command, BUILD_LIMIT);
+        let output = alone(|| run_bounded(&mut command, BUILD_LIMIT));
         assert!(
             output.status.success(),
             "cargo build --release --locked --manifest-path {} failed ({}):\n{}",
@@ -88,31 +89,33 @@ fn locked_packages(path: &Path) -> Vec<(String, String)> {
 
 #[test]
 fn lockfile_pins_the_main_crates_versions() {
-    // A crate at another version than the main crate's is compiled again
-    // for the comparison server: minutes on 2 cores instead of seconds.
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let main = locked_packages(&root.join("Cargo.lock"));
-    let ours = locked_packages(&root.join("compare/tokio/Cargo.lock"));
-    let drifted: Vec<String> = ours
-        .iter()
-        .filter(|(name, version)| {
-            main.iter().any(|(n, _)| n == name)
-                && !main.iter().any(|(n, v)| n == name && v == version)
-        })
-        .map(|(name, version)| format!("{name} {version}"))
-        .collect();
-    assert!(
-        drifted.is_empty(),
-        "compare/tokio/Cargo.lock has other versions than Cargo.lock: {drifted:?}; \
-         to re-pin: cp Cargo.lock compare/tokio/Cargo.lock && \
-         cargo metadata --format-version 1 --manifest-path compare/tokio/Cargo.toml >/dev/null"
-    );
+    timed!(LIMIT, {
+        // A crate at another version than the main crate's is compiled again
+        // for the comparison server: minutes on 2 cores instead of seconds.
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let main = locked_packages(&root.join("Cargo.lock"));
+        let ours = locked_packages(&root.join("compare/tokio/Cargo.lock"));
+        let drifted: Vec<String> = ours
+            .iter()
+            .filter(|(name, version)| {
+                main.iter().any(|(n, _)| n == name)
+                    && !main.iter().any(|(n, v)| n == name && v == version)
+            })
+            .map(|(name, version)| format!("{name} {version}"))
+            .collect();
+        assert!(
+            drifted.is_empty(),
+            "compare/tokio/Cargo.lock has other versions than Cargo.lock: {drifted:?}; \
+             to re-pin: cp Cargo.lock compare/tokio/Cargo.lock && \
+             cargo metadata --format-version 1 --manifest-path compare/tokio/Cargo.toml >/dev/null"
+        );
+    });
 }
 
 #[test]
 fn slow_image_gets_the_kernels_statistics_and_ping_gets_pong() {
     server_bin();
-    with_timeout("slow_image_gets_the_kernels_statistics", LIMIT, || {
+    timed!(LIMIT, {
         let server = start(&[]);
         for path in ["/", "/image"] {
             let mut ws = connect(&server.url(path));
@@ -135,7 +138,7 @@ fn slow_image_gets_the_kernels_statistics_and_ping_gets_pong() {
 #[test]
 fn response_query_overrides_the_servers_mode() {
     server_bin();
-    with_timeout("response_query_overrides_the_servers_mode", LIMIT, || {
+    timed!(LIMIT, {
         let pixels = image(480_000);
         let slow = ImageStats::compute(&pixels).unwrap().reply();
 
@@ -156,7 +159,7 @@ fn response_query_overrides_the_servers_mode() {
 #[test]
 fn echo_returns_text_and_bytes() {
     server_bin();
-    with_timeout("echo_returns_text_and_bytes", LIMIT, || {
+    timed!(LIMIT, {
         let server = start(&[]);
         let mut ws = connect(&server.url("/echo"));
         assert_eq!(round_trip(&mut ws, Message::text("ping")), "ping");
@@ -172,7 +175,7 @@ fn echo_returns_text_and_bytes() {
 #[test]
 fn unknown_path_is_refused_with_404() {
     server_bin();
-    with_timeout("unknown_path_is_refused_with_404", LIMIT, || {
+    timed!(LIMIT, {
         let server = start(&[]);
         let url = server.url("/nope");
         match tungstenite::connect(&url) {
@@ -188,7 +191,7 @@ fn unknown_path_is_refused_with_404() {
 #[test]
 fn sigterm_exits_0_and_a_taken_port_exits_1_with_one_line() {
     server_bin();
-    with_timeout("sigterm_exits_0_and_a_taken_port_exits_1", LIMIT, || {
+    timed!(LIMIT, {
         let mut server = start(&[]);
         let port = server.addr.rsplit(':').next().unwrap().to_string();
         let taken = run_bounded(

@@ -2,12 +2,10 @@
 //! (the original experiment's client) and asyncio `websockets`, checking
 //! every reply against numpy's statistics (#3).
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const LIMIT: Duration = Duration::from_secs(90);
 
@@ -34,32 +32,24 @@ fn python_client(url: &str, lib: &str, extra: &[&str]) {
 
 #[test]
 fn websocket_client_gets_numpy_exact_statistics() {
-    with_timeout(
-        "websocket_client_gets_numpy_exact_statistics",
-        LIMIT,
-        || {
-            let server = Server::start(&[]);
-            python_client(&server.url("/"), "websocket-client", &[]);
-            python_client(&server.url("/image"), "websocket-client", &["--seed", "11"]);
-        },
-    );
+    timed!(LIMIT, {
+        let server = Server::start(&[]);
+        python_client(&server.url("/"), "websocket-client", &[]);
+        python_client(&server.url("/image"), "websocket-client", &["--seed", "11"]);
+    });
 }
 
 #[test]
 fn asyncio_websockets_gets_numpy_exact_statistics() {
-    with_timeout(
-        "asyncio_websockets_gets_numpy_exact_statistics",
-        LIMIT,
-        || {
-            let server = Server::start(&[]);
-            python_client(&server.url("/"), "websockets", &[]);
-        },
-    );
+    timed!(LIMIT, {
+        let server = Server::start(&[]);
+        python_client(&server.url("/"), "websockets", &[]);
+    });
 }
 
 #[test]
 fn python_clients_get_fast_acknowledgements() {
-    with_timeout("python_clients_get_fast_acknowledgements", LIMIT, || {
+    timed!(LIMIT, {
         let server = Server::start(&["--response", "fast"]);
         python_client(&server.url("/"), "websockets", &["--fast"]);
         python_client(&server.url("/image"), "websocket-client", &["--fast"]);

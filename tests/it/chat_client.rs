@@ -3,15 +3,13 @@
 //! its port, a peer that never answers pings, and the original
 //! experiment's Python chat server.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use crossbeam_channel::{Receiver, unbounded};
 
 const LIMIT: Duration = Duration::from_secs(90);
@@ -66,7 +64,7 @@ fn next_relayed(ws: &mut Ws) -> String {
 
 #[test]
 fn lines_arrive_in_order_and_incoming_lines_are_printed() {
-    with_timeout("chat_lines_arrive_in_order", LIMIT, || {
+    timed!(LIMIT, {
         let server = Server::start(&[]);
         let mut watching = watcher(&server);
         let (proc, typist) = chat(&server.url("/chat"), &[]);
@@ -91,7 +89,7 @@ fn lines_arrive_in_order_and_incoming_lines_are_printed() {
 
 #[test]
 fn stop_prints_the_close_code_and_only_the_next_line_reconnects() {
-    with_timeout("chat_stop_then_next_line", LIMIT, || {
+    timed!(LIMIT, {
         let server = Server::start(&[]);
         let mut watching = watcher(&server);
         let (proc, typist) = chat(&server.url("/chat"), &["--reconnect-max-delay", "1s"]);
@@ -132,7 +130,7 @@ fn stop_prints_the_close_code_and_only_the_next_line_reconnects() {
 
 #[test]
 fn lines_typed_while_the_server_is_down_arrive_once_in_order_after_restart() {
-    with_timeout("chat_survives_server_restart", LIMIT, || {
+    timed!(LIMIT, {
         let port = free_port();
         let mut server = Server::start_on(port, &[]);
         let mut watching = watcher(&server);
@@ -226,7 +224,7 @@ fn answer_handshake_with_head(mut stream: TcpStream, extra: &[&str]) -> (TcpStre
 
 #[test]
 fn a_peer_that_never_answers_pings_is_declared_dead_and_replaced() {
-    with_timeout("chat_detects_silent_peer", LIMIT, || {
+    timed!(LIMIT, {
         let (addr, accepted) = silent_peer();
         let pong_timeout = Duration::from_secs(1);
         let ping_interval = Duration::from_millis(200);
@@ -254,7 +252,7 @@ fn a_peer_that_never_answers_pings_is_declared_dead_and_replaced() {
 
 #[test]
 fn end_of_input_closes_and_exits_0_within_2_s() {
-    with_timeout("chat_eof_exits_0", LIMIT, || {
+    timed!(LIMIT, {
         let server = Server::start(&[]);
         let (mut proc, typist) = chat(&server.url("/chat"), &[]);
         expect_line(&proc.stderr, "connected to ws://", "connect", &proc);
@@ -272,7 +270,7 @@ fn end_of_input_closes_and_exits_0_within_2_s() {
 
 #[test]
 fn stdin_from_a_file_is_sent_whole_and_then_the_client_exits_0() {
-    with_timeout("chat_stdin_from_file", LIMIT, || {
+    timed!(LIMIT, {
         let server = Server::start(&[]);
         let mut watching = watcher(&server);
         let path = tempdir().join("lines.txt");
@@ -293,7 +291,7 @@ fn stdin_from_a_file_is_sent_whole_and_then_the_client_exits_0() {
 
 #[test]
 fn a_refused_connection_on_start_is_retried_and_queued_lines_follow() {
-    with_timeout("chat_retries_refused_start", LIMIT, || {
+    timed!(LIMIT, {
         let port = free_port();
         let (proc, typist) = chat(&format!("ws://127.0.0.1:{port}/chat"), &[]);
         let line = expect_line(&proc.stderr, "cannot connect to", "refusal", &proc);
@@ -311,7 +309,7 @@ fn a_refused_connection_on_start_is_retried_and_queued_lines_follow() {
 
 #[test]
 fn headers_and_subprotocols_go_into_the_handshake() {
-    with_timeout("chat_headers_and_subprotocol", LIMIT, || {
+    timed!(LIMIT, {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, heads) = unbounded();
@@ -348,15 +346,17 @@ fn headers_and_subprotocols_go_into_the_handshake() {
 
 #[test]
 fn bad_headers_are_usage_errors() {
-    let out = wsbench(&["chat", "-H", "no colon here"], Duration::from_secs(10));
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    let out = wsbench(&["chat", "--ping-interval", "0s"], Duration::from_secs(10));
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    timed!(LIMIT, {
+        let out = wsbench(&["chat", "-H", "no colon here"], Duration::from_secs(10));
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+        let out = wsbench(&["chat", "--ping-interval", "0s"], Duration::from_secs(10));
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    });
 }
 
 #[test]
 fn the_original_python_chat_server_greets_and_broadcasts() {
-    with_timeout("chat_against_websocket_server", LIMIT, || {
+    timed!(LIMIT, {
         let mut command = Command::new(python());
         command.arg(peer_script("chat_server.py"));
         let server = Server::from_command(command);
@@ -377,7 +377,7 @@ fn the_original_python_chat_server_greets_and_broadcasts() {
 
 #[test]
 fn a_path_the_server_refuses_on_start_is_an_error_not_a_retry() {
-    with_timeout("chat_404_on_start_exits_1", LIMIT, || {
+    timed!(LIMIT, {
         let server = Server::start(&[]);
         let out = wsbench(&["chat", "--url", &server.url("/nope")], WAIT);
         assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
@@ -391,7 +391,7 @@ fn a_path_the_server_refuses_on_start_is_an_error_not_a_retry() {
 
 #[test]
 fn a_server_restart_close_1001_reconnects_without_a_typed_line() {
-    with_timeout("chat_reconnects_after_1001", LIMIT, || {
+    timed!(LIMIT, {
         // #13: someone watching a room must see it come back by itself.
         let port = free_port();
         let mut server = Server::start_on(port, &[]);
@@ -418,7 +418,7 @@ fn a_server_restart_close_1001_reconnects_without_a_typed_line() {
 
 #[test]
 fn a_restarting_close_1012_reconnects_at_once_with_backoff() {
-    with_timeout("chat_reconnects_after_1012", LIMIT, || {
+    timed!(LIMIT, {
         // The first connection is closed with 1012; every later one is held.
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
@@ -522,7 +522,7 @@ fn has_flag(stty: &str, flag: &str) -> bool {
 
 #[test]
 fn sigterm_gives_the_terminal_back_as_it_was() {
-    with_timeout("chat_sigterm_restores_the_terminal", LIMIT, || {
+    timed!(LIMIT, {
         // #13: rustyline's raw mode outlived a SIGTERM.
         if Command::new("tmux").arg("-V").output().is_err() {
             eprintln!("skipped: tmux is not installed (it gives chat a real terminal)");
@@ -536,14 +536,31 @@ fn sigterm_gives_the_terminal_back_as_it_was() {
         };
         let modes = dir.join("stty.txt");
         // After chat exits, the same terminal reports its modes, then
-        // tells the test through a tmux channel.
+        // tells the test through a tmux channel. The pane outlives its
+        // script (remain-on-exit): else the session, the server and the
+        // channel's signal could be gone before the test's `wait-for`
+        // connects, and it would wait for ever (1 run in 12 beside the
+        // chat_server floods).
         let script = format!(
             "{BIN} chat --url {}; stty -a > {}; tmux -S {} wait-for -S chat-done",
             server.url("/chat"),
             modes.display(),
             tmux.socket.display()
         );
-        tmux.run(&["new-session", "-d", "-x", "100", "-y", "30", &script]);
+        tmux.run(&[
+            "new-session",
+            "-d",
+            "-x",
+            "100",
+            "-y",
+            "30",
+            &script,
+            ";",
+            "set-option",
+            "-wg",
+            "remain-on-exit",
+            "on",
+        ]);
         let tty = tmux.run(&["display-message", "-p", "#{pane_tty}"]);
         let shell: u32 = tmux
             .run(&["display-message", "-p", "#{pane_pid}"])

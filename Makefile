@@ -70,12 +70,13 @@ compare-servers: build $(CMP_VENV)/.stamp
 		echo "no $(TOKIO): the tokio column will be skipped"; \
 	fi
 
-## Ours against tokio and Python asyncio on the same workloads (#8);
-## writes target/compare/summary.md. About 3 minutes once built.
+## Ours against tokio and Python asyncio on the same workloads, with what
+## each server spent (#8, #17); writes target/compare/summary.md and
+## compare.svg. About 5 minutes once built.
 compare: compare-servers
 	$(CARGO) bench --locked --bench compare
 
-## One round of 200 images, for trying the driver.
+## One short round of every workload, for trying the driver (under 1 min).
 compare-quick: compare-servers
 	WSBENCH_QUICK=1 $(CARGO) bench --locked --bench compare
 

@@ -300,23 +300,13 @@ fn chat_fan_out(server: &str, receivers: usize, messages: usize) -> (f64, f64, f
     )
 }
 
-/// A field of /proc/PID/status, in its own unit (kB for VmRSS).
-fn proc_status(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 /// Opens `n` idle connections on `/` from 4 threads; returns
 /// (connections/s, server RSS MiB before, after, threads after, rtt p99 µs).
 fn scale(n: usize) -> (f64, f64, f64, u64, f64) {
     let server = start_server(&["--max-connections", "12000"]);
     let pid = server.0.id();
     let url = format!("ws://{}/", server.1);
-    let rss_before = proc_status(pid, "VmRSS:") as f64 / 1024.0;
+    let rss_before = capacity::status(pid, "VmRSS:") as f64 / 1024.0;
     let start = Instant::now();
     let held: Vec<_> = thread::scope(|scope| {
         let workers: Vec<_> = (0..4)
@@ -338,8 +328,8 @@ fn scale(n: usize) -> (f64, f64, f64, u64, f64) {
             .collect()
     });
     let rate = held.len() as f64 / start.elapsed().as_secs_f64();
-    let rss_after = proc_status(pid, "VmRSS:") as f64 / 1024.0;
-    let threads = proc_status(pid, "Threads:");
+    let rss_after = capacity::status(pid, "VmRSS:") as f64 / 1024.0;
+    let threads = capacity::status(pid, "Threads:");
     // Round trips on a spread of the open connections, all others idle.
     let mut rtt = hdrhistogram::Histogram::<u64>::new(3).unwrap();
     let mut held = held;

@@ -29,7 +29,8 @@ pub fn metric(addr: &str, name: &str) -> Option<u64> {
         .ok()
 }
 
-fn status(pid: u32, field: &str) -> u64 {
+/// A field of /proc/PID/status, in its own unit (kB for VmRSS).
+pub fn status(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()

@@ -16,6 +16,14 @@ statistics, the reply texts of SPEC.md, so our `wsbench bench` and
   `--response` sets the mode, `?response=fast|slow` overrides it per connection.
   An empty binary message gets `Error: empty image`.
 - `/echo`: the same message back.
+- `/chat`, `/chat/{room}` (#17): SPEC.md's chat texts. A newcomer gets
+  `Hello from server`, the room (newcomer included) `Hey all, a new client
+  has joined us`; any other message goes to the rest of the room as
+  `client {id}: {text}` (binary unchanged); `stop` closes the sender with
+  1000 and the room hears `client {id} has left`. Fan-out is websockets'
+  `broadcast()`, which writes without awaiting; a member's outgoing queue
+  is its transport's write buffer, and one holding more than
+  `--max-queue-bytes` is closed with 1008 instead of written to.
 - Any other path: HTTP 404 during the handshake.
 
 Prints `listening on ws://HOST:PORT` (the real port, also with `--port 0`)
@@ -30,6 +38,7 @@ import asyncio
 import concurrent.futures
 import ctypes
 import http
+import itertools
 import logging
 import os
 import signal
@@ -37,7 +46,7 @@ import sys
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
-from websockets.asyncio.server import serve
+from websockets.asyncio.server import broadcast, serve
 
 MAX_MESSAGE = 16 * 1024 * 1024
 IMAGE_PATHS = ("/", "/image")
@@ -59,6 +68,69 @@ def text_reply(text: str) -> str:
     return f"Data {text} received successfully."
 
 
+def chat_room(path: str) -> str | None:
+    """`lobby` for `/chat`, `red` for `/chat/red`, None for any other path."""
+    if path == "/chat":
+        return "lobby"
+    room = path.removeprefix("/chat/")
+    if room != path and room and "/" not in room:
+        return room
+    return None
+
+
+class Rooms:
+    """Every chat room and its members; ids unique for the server's life."""
+
+    def __init__(self, max_queue_bytes: int):
+        self.rooms: dict[str, dict[int, object]] = {}
+        self.ids = itertools.count(1)
+        self.max_queue_bytes = max_queue_bytes
+        self.dropping: set[object] = set()
+
+    def fan_out(self, members, message) -> None:
+        """Queues `message` on every member at once (no await between
+        them, so one sender's order holds at every receiver); a member
+        whose queue is over the bound is closed with 1008 instead."""
+        ready = []
+        for ws in members:
+            if ws in self.dropping:
+                continue
+            if ws.transport.get_write_buffer_size() > self.max_queue_bytes:
+                self.dropping.add(ws)
+                asyncio.ensure_future(ws.close(1008, "too slow: outgoing queue full"))
+            else:
+                ready.append(ws)
+        broadcast(ready, message)
+
+    async def member(self, ws, room: str) -> None:
+        cid = next(self.ids)
+        members = self.rooms.setdefault(room, {})
+        self.fan_out([ws], "Hello from server")
+        members[cid] = ws
+        self.fan_out(members.values(), "Hey all, a new client has joined us")
+        stopped = False
+        try:
+            async for message in ws:
+                if message == "stop":
+                    stopped = True
+                    break
+                others = [m for i, m in members.items() if i != cid]
+                if isinstance(message, str):
+                    message = f"client {cid}: {message}"
+                self.fan_out(others, message)
+        finally:
+            self.dropping.discard(ws)
+            members.pop(cid, None)
+            if members:
+                self.fan_out(list(members.values()), f"client {cid} has left")
+            else:
+                self.rooms.pop(room, None)
+        # After the room has heard: close() waits for the peer's close reply
+        # and then for its TCP close, up to websockets' close_timeout (10 s).
+        if stopped:
+            await ws.close(1000, "stop")
+
+
 def split_path(path: str) -> tuple[str, str | None]:
     """(`/image`, `fast`) from `/image?response=fast`."""
     parts = urlsplit(path)
@@ -75,6 +147,9 @@ def parse_args() -> argparse.Namespace:
                         help="processes computing fast-mode statistics [default: cores]")
     parser.add_argument("--backlog", type=int, default=100,
                         help="listen backlog [default: asyncio's 100]")
+    parser.add_argument("--max-queue-bytes", type=int, default=16 * 1024 * 1024,
+                        help="chat: bytes queued for one member before it is "
+                             "dropped with 1008 [default: 16 MiB, as ours]")
     return parser.parse_args()
 
 
@@ -116,9 +191,11 @@ async def main(args: argparse.Namespace, pool: concurrent.futures.ProcessPoolExe
         if not job.cancelled() and job.exception() is None:
             log.info("> %s", job.result())
 
+    rooms = Rooms(args.max_queue_bytes)
+
     def process_request(connection, request):
         path, response = split_path(request.path)
-        if path not in PATHS:
+        if path not in PATHS and chat_room(path) is None:
             return connection.respond(http.HTTPStatus.NOT_FOUND, f"no endpoint at {path}\n")
         if response not in (None, "slow", "fast"):
             return connection.respond(http.HTTPStatus.BAD_REQUEST,
@@ -127,6 +204,10 @@ async def main(args: argparse.Namespace, pool: concurrent.futures.ProcessPoolExe
 
     async def handler(ws):
         path, response = split_path(ws.request.path)
+        room = chat_room(path)
+        if room is not None:
+            await rooms.member(ws, room)
+            return
         fast = (response or args.response) == "fast"
         async for message in ws:
             if path == "/echo":

@@ -207,18 +207,12 @@ impl Pending {
     }
 
     fn wait_idle(&self, deadline: Instant) -> u64 {
-        let mut count = self.lock();
-        while *count > 0 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            count = self
-                .changed
-                .wait_timeout(count, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let count = self
+            .changed
+            .wait_timeout_while(self.lock(), left, |count| *count > 0)
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
         *count
     }
 }

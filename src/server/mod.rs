@@ -262,19 +262,12 @@ impl Shared {
     }
 
     fn wait_peers_gone(&self, deadline: Instant) -> usize {
-        let mut peers = self.lock_peers();
-        while !peers.is_empty() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            peers = self
-                .peers_changed
-                .wait_timeout(peers, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        peers.len()
+        let left = deadline.saturating_duration_since(Instant::now());
+        self.peers_changed
+            .wait_timeout_while(self.lock_peers(), left, |peers| !peers.is_empty())
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .len()
     }
 }
 

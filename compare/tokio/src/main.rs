@@ -1,19 +1,23 @@
 //! `wsbench-tokio`: the async peer that `make compare` measures
-//! `wsbench server` against (#8).
+//! `wsbench server` against (#8, #17).
 //!
-//! It serves `/` (also `/image`) and `/echo` with the replies SPEC.md gives
-//! `wsbench server`, written the way a competent tokio-tungstenite server
-//! usually is: a multi-threaded runtime (one worker per core, or
-//! `TOKIO_WORKER_THREADS`), one task per connection that reads a message
-//! and awaits its reply in one loop. Slow replies compute on the worker,
-//! fast-mode statistics on tokio's blocking pool. It takes wsbench's
-//! statistics kernel and reply text from the main crate, so that a
-//! comparison measures the I/O model, not the kernel.
+//! It serves `/` (also `/image`), `/echo`, `/hello` and `/chat`,
+//! `/chat/{room}` with the replies SPEC.md gives `wsbench server`, written
+//! the way a competent tokio-tungstenite server usually is: a
+//! multi-threaded runtime (one worker per core, or `TOKIO_WORKER_THREADS`),
+//! one task per connection that reads a message and awaits its reply in one
+//! loop. Slow replies compute on the worker, fast-mode statistics on
+//! tokio's blocking pool. Routing, the text rule, the size parser and the
+//! statistics kernel come from the main crate, so that a comparison
+//! measures the I/O model, not a second copy of the rules (#14).
 //!
 //! A connection goes: accept (TCP_NODELAY) → handshake, where the path
 //! picks the endpoint or gets 404 → loop { read → reply → write } until the
-//! peer closes. What the comparison does not exercise is left out: `/hello`,
-//! `/chat`, plain HTTP, metrics, connection limits and server pings.
+//! peer closes; chat members are in `chat.rs`. What the comparison does not
+//! exercise is left out: plain HTTP, metrics, connection limits and server
+//! pings.
+
+mod chat;
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -21,21 +25,24 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use log::{debug, info, warn};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, lookup_host};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::spawn_blocking;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tokio_tungstenite::tungstenite::http::{StatusCode, Uri};
+use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{WebSocketStream, accept_hdr_async_with_config};
+use wsbench::cli::{ResponseMode, parse_size};
+use wsbench::server::handshake::{Endpoint, route};
+use wsbench::server::image::text_reply;
 use wsbench::stats::ImageStats;
 
 /// A tokio + tokio-tungstenite WebSocket server with wsbench's `/`,
-/// `/image` and `/echo` endpoints, for comparison runs.
+/// `/image`, `/echo`, `/hello` and `/chat` endpoints, for comparison runs.
 #[derive(Parser)]
 #[command(version)]
 struct Args {
@@ -53,12 +60,15 @@ struct Args {
     /// Largest message or frame accepted: 480000, 64KiB, 16MiB.
     #[arg(long, default_value = "16MiB", value_parser = parse_size)]
     max_message_size: usize,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
-enum ResponseMode {
-    Slow,
-    Fast,
+    /// Bytes tungstenite reads (and zero-fills) at once into a connection's
+    /// read buffer, which it keeps for the connection's life: the floor of
+    /// an idle connection's memory. tungstenite's default is 128KiB.
+    #[arg(long, default_value = "128KiB", value_parser = parse_size)]
+    read_buffer_size: usize,
+    /// Chat: messages that may wait for one member; past that the member
+    /// is dropped with 1008 (`wsbench server`'s default).
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    max_queue: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,7 +126,10 @@ async fn serve(args: Args) -> Result<(), Error> {
         response: args.response,
         websocket: WebSocketConfig::default()
             .max_message_size(Some(args.max_message_size))
-            .max_frame_size(Some(args.max_message_size)),
+            .max_frame_size(Some(args.max_message_size))
+            .read_buffer_size(args.read_buffer_size),
+        max_queue: args.max_queue as usize,
+        hub: chat::Hub::default(),
     });
     let mut next_id = 0u64;
     loop {
@@ -174,38 +187,11 @@ async fn listen(host: &str, port: u16) -> io::Result<TcpListener> {
 struct Config {
     response: ResponseMode,
     websocket: WebSocketConfig,
+    max_queue: usize,
+    hub: chat::Hub,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Endpoint {
-    Image(ResponseMode),
-    Echo,
-}
-
-impl Endpoint {
-    /// The endpoint a request path names, None for an unknown one;
-    /// `?response=fast|slow` overrides the server's mode on `/`.
-    fn route(uri: &Uri, default: ResponseMode) -> Option<Endpoint> {
-        match uri.path() {
-            "/" | "/image" => {
-                let query = uri.query().unwrap_or("");
-                let response = query
-                    .split('&')
-                    .find_map(|pair| match pair {
-                        "response=fast" => Some(ResponseMode::Fast),
-                        "response=slow" => Some(ResponseMode::Slow),
-                        _ => None,
-                    })
-                    .unwrap_or(default);
-                Some(Endpoint::Image(response))
-            }
-            "/echo" => Some(Endpoint::Echo),
-            _ => None,
-        }
-    }
-}
-
-type Ws = WebSocketStream<TcpStream>;
+pub(crate) type Ws = WebSocketStream<TcpStream>;
 
 /// One connection, from handshake to close.
 async fn connection(stream: TcpStream, id: u64, config: Arc<Config>) {
@@ -218,7 +204,8 @@ async fn connection(stream: TcpStream, id: u64, config: Arc<Config>) {
     // The signature is tungstenite's `Callback`, large `Err` and all.
     #[allow(clippy::result_large_err)]
     let route = |request: &Request, response: Response| {
-        endpoint = Endpoint::route(request.uri(), config.response);
+        let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        endpoint = route(target);
         match endpoint {
             Some(_) => Ok(response),
             None => Err(not_found()),
@@ -237,25 +224,43 @@ async fn connection(stream: TcpStream, id: u64, config: Arc<Config>) {
     };
     let endpoint = endpoint.expect("a handshake succeeds only after `route` found one");
     debug!("conn {id}: {endpoint:?}");
-    match serve_messages(ws, id, endpoint).await {
+    let served = match endpoint {
+        Endpoint::Chat { room } => chat::member(ws, id, room, &config.hub, config.max_queue).await,
+        Endpoint::Image { response } => {
+            serve_messages(ws, id, Serve::Image(response.unwrap_or(config.response))).await
+        }
+        Endpoint::Echo => serve_messages(ws, id, Serve::Echo).await,
+        Endpoint::Hello => serve_messages(ws, id, Serve::Hello).await,
+    };
+    match served {
         Ok(()) => debug!("conn {id}: closed"),
         Err(e) if is_disconnect(&e) => debug!("conn {id}: {e}"),
         Err(e) => info!("conn {id}: {e}"),
     }
 }
 
+/// The request/reply endpoints, with the image mode resolved.
+#[derive(Clone, Copy)]
+enum Serve {
+    Image(ResponseMode),
+    Echo,
+    Hello,
+}
+
 /// Reads messages and writes each one's reply, until the peer closes.
-async fn serve_messages(mut ws: Ws, id: u64, endpoint: Endpoint) -> Result<(), tungstenite::Error> {
+async fn serve_messages(mut ws: Ws, id: u64, serve: Serve) -> Result<(), tungstenite::Error> {
     let mut seq = 0u64;
     while let Some(message) = ws.next().await {
         let message = message?;
-        let reply = match (endpoint, message) {
-            (Endpoint::Echo, message @ (Message::Text(_) | Message::Binary(_))) => message,
-            (Endpoint::Image(_), Message::Text(text)) => Message::text(text_reply(&text)),
-            (Endpoint::Image(_), Message::Binary(pixels)) if pixels.is_empty() => {
+        let reply = match (serve, message) {
+            (Serve::Echo, message @ (Message::Text(_) | Message::Binary(_))) => message,
+            (Serve::Hello, Message::Text(text)) => Message::text(format!("Hello {text}!")),
+            (Serve::Hello, Message::Binary(_)) => Message::text("Error: /hello expects text"),
+            (Serve::Image(_), Message::Text(text)) => Message::text(text_reply(&text)),
+            (Serve::Image(_), Message::Binary(pixels)) if pixels.is_empty() => {
                 Message::text("Error: empty image")
             }
-            (Endpoint::Image(ResponseMode::Slow), Message::Binary(pixels)) => {
+            (Serve::Image(ResponseMode::Slow), Message::Binary(pixels)) => {
                 // On the worker: a 480,000-byte image takes about 50 µs,
                 // short enough not to starve the runtime, and the reply
                 // waits for it anyway. `spawn_blocking` and awaiting it
@@ -264,7 +269,7 @@ async fn serve_messages(mut ws: Ws, id: u64, endpoint: Endpoint) -> Result<(), t
                 let stats = ImageStats::compute(&pixels).expect("the image is not empty");
                 Message::text(stats.reply())
             }
-            (Endpoint::Image(ResponseMode::Fast), Message::Binary(pixels)) => {
+            (Serve::Image(ResponseMode::Fast), Message::Binary(pixels)) => {
                 seq += 1;
                 let len = pixels.len();
                 // Detached: the acknowledgement does not wait for it.
@@ -284,16 +289,6 @@ async fn serve_messages(mut ws: Ws, id: u64, endpoint: Endpoint) -> Result<(), t
     Ok(())
 }
 
-/// The reply to a text message on `/`: as the original Python server's
-/// `"ping" in text.lower()`.
-fn text_reply(text: &str) -> String {
-    if text.to_lowercase().contains("ping") {
-        "Pong!".to_string()
-    } else {
-        format!("Data {text} received successfully.")
-    }
-}
-
 fn not_found() -> ErrorResponse {
     let mut response = ErrorResponse::new(Some("not found\n".to_string()));
     *response.status_mut() = StatusCode::NOT_FOUND;
@@ -301,7 +296,7 @@ fn not_found() -> ErrorResponse {
 }
 
 /// A peer that went away, which is how benchmark clients often end.
-fn is_disconnect(e: &tungstenite::Error) -> bool {
+pub(crate) fn is_disconnect(e: &tungstenite::Error) -> bool {
     use tungstenite::error::ProtocolError::ResetWithoutClosingHandshake;
     match e {
         tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => true,
@@ -322,60 +317,5 @@ fn cause(e: &io::Error) -> String {
     match chars.next() {
         Some(first) => first.to_lowercase().chain(chars).collect(),
         None => String::new(),
-    }
-}
-
-/// Bytes, with an optional `KiB`, `MiB` or `GiB`: 480000, 64KiB, 16MiB.
-fn parse_size(text: &str) -> Result<usize, String> {
-    let bad = || format!("`{text}` is not a size (try 480000, 64KiB, 16MiB)");
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let multiplier: usize = match unit {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        _ => return Err(bad()),
-    };
-    let value: usize = number.parse().map_err(|_| bad())?;
-    value.checked_mul(multiplier).ok_or_else(bad)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn routes_paths_and_the_response_query() {
-        let route = |uri: &str| Endpoint::route(&uri.parse().unwrap(), ResponseMode::Slow);
-        assert_eq!(route("/"), Some(Endpoint::Image(ResponseMode::Slow)));
-        assert_eq!(
-            route("/image?response=fast"),
-            Some(Endpoint::Image(ResponseMode::Fast))
-        );
-        assert_eq!(
-            route("/?x=1&response=slow"),
-            Some(Endpoint::Image(ResponseMode::Slow))
-        );
-        assert_eq!(route("/echo"), Some(Endpoint::Echo));
-        assert_eq!(route("/nope"), None);
-    }
-
-    #[test]
-    fn text_rule_matches_ping_in_any_case() {
-        assert_eq!(text_reply("Ping 7!"), "Pong!");
-        assert_eq!(text_reply("xxPInGxx"), "Pong!");
-        assert_eq!(text_reply("hello"), "Data hello received successfully.");
-    }
-
-    #[test]
-    fn sizes_in_bytes_and_binary_units() {
-        assert_eq!(parse_size("480000"), Ok(480_000));
-        assert_eq!(parse_size("64KiB"), Ok(65_536));
-        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
-        assert!(parse_size("16MB").is_err());
-        assert!(parse_size("MiB").is_err());
     }
 }

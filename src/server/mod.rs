@@ -228,15 +228,21 @@ impl Handle {
             let _ = acceptor.join();
         }
         let peers: Vec<Arc<Peer>> = shared.lock_peers().values().cloned().collect();
-        let mut busy = Vec::new();
-        for peer in peers {
-            // A peer whose writer is busy gets its 1001 from its own thread,
-            // which checks `stopping` as soon as its read wakes.
-            if !peer.try_close(CloseCode::Away, "server shutting down") {
-                busy.push(peer);
-            }
-        }
         let deadline = Instant::now() + CLOSE_GRACE;
+        let mut busy = peers;
+        // A writer is busy for microseconds (a chat pool turn, a reply) or,
+        // at worst, for a blocked write to a peer that does not read. Its
+        // own thread sees `stopping` only when its read wakes, which for an
+        // idle member is the next heartbeat: so retry here, or an idle
+        // member caught mid-broadcast would wait out the grace and be cut
+        // without its 1001.
+        loop {
+            busy.retain(|peer| !peer.try_close(CloseCode::Away, "server shutting down"));
+            if busy.is_empty() || Instant::now() >= deadline {
+                break;
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
         let left = shared.wait_peers_gone(deadline);
         if left > 0 {
             log::info!("cutting {left} connections that did not answer the close");
@@ -252,7 +258,6 @@ impl Handle {
         if unfinished > 0 {
             log::error!("{unfinished} statistics jobs did not finish before exit");
         }
-        drop(busy);
     }
 }
 

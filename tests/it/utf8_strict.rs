@@ -12,39 +12,12 @@ use crate::common::*;
 use tungstenite::Message;
 
 const LIMIT: Duration = Duration::from_secs(60);
-const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 const TEXT: u8 = 0x1;
 const CONTINUATION: u8 = 0x0;
 const PING: u8 = 0x9;
 const PONG: u8 = 0xa;
 const CLOSE: u8 = 0x8;
-
-/// A raw socket that has completed the handshake on `path`.
-fn raw_ws(addr: &str, path: &str) -> TcpStream {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.set_nodelay(true).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut byte).unwrap();
-        head.push(byte[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
-    s
-}
 
 /// A masked client frame's header, announcing `len` payload bytes.
 fn header(fin: bool, opcode: u8, len: usize) -> Vec<u8> {

@@ -229,20 +229,28 @@ impl Handle {
         }
         let peers: Vec<Arc<Peer>> = shared.lock_peers().values().cloned().collect();
         let deadline = Instant::now() + CLOSE_GRACE;
-        let mut busy = peers;
-        // A writer is busy for microseconds (a chat pool turn, a reply) or,
-        // at worst, for a blocked write to a peer that does not read. Its
-        // own thread sees `stopping` only when its read wakes, which for an
-        // idle member is the next heartbeat: so retry here, or an idle
-        // member caught mid-broadcast would wait out the grace and be cut
-        // without its 1001.
-        loop {
-            busy.retain(|peer| !peer.try_close(CloseCode::Away, "server shutting down"));
-            if busy.is_empty() || Instant::now() >= deadline {
-                break;
-            }
-            thread::sleep(Duration::from_millis(1));
-        }
+        // A busy writer is another thread mid-write: a chat pool turn
+        // (microseconds), a reply, or at worst a blocked write to a peer
+        // that does not read. The peer's own thread sees `stopping` only
+        // when its read wakes, for an idle member its next heartbeat, so
+        // the 1001 is sent here by a thread that waits for the writer's
+        // lock: one per busy peer, so no slow peer holds up another. A
+        // write that outlasts the grace is ended by `abort` below.
+        let closers: Vec<_> = peers
+            .into_iter()
+            .filter(|peer| !peer.try_close(CloseCode::Away, "server shutting down"))
+            .filter_map(|peer| {
+                let closing = Arc::clone(&peer);
+                thread::Builder::new()
+                    .name(format!("close-{}", peer.id))
+                    .stack_size(64 * 1024)
+                    .spawn(move || {
+                        let _ = closing.close(CloseCode::Away, "server shutting down");
+                    })
+                    .ok()
+                    .map(|closer| (peer, closer))
+            })
+            .collect();
         let left = shared.wait_peers_gone(deadline);
         if left > 0 {
             log::info!("cutting {left} connections that did not answer the close");
@@ -250,6 +258,14 @@ impl Handle {
                 peer.abort();
             }
             shared.wait_peers_gone(Instant::now() + Duration::from_millis(500));
+        }
+        // A closer still writing has a peer that is gone or cut: end the
+        // write rather than wait out its timeout.
+        for (peer, closer) in closers {
+            if !closer.is_finished() {
+                peer.abort();
+            }
+            let _ = closer.join();
         }
         shared.writers.stop();
         shared.refuser.stop();

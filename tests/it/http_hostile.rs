@@ -4,7 +4,6 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
@@ -52,10 +51,12 @@ fn announced_bodies_cost_nothing_until_their_bytes_arrive() {
         // Every head is read (the server counts the requests) before RSS
         // is looked at: that is when a body sized by its claim would be
         // allocated.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while server.metric("wsbench_http_requests_total") < 64 + 1 {
-            assert!(Instant::now() < deadline, "the heads were not all read");
-        }
+        server.wait_metric(
+            "wsbench_http_requests_total",
+            Duration::from_secs(10),
+            // The 64 heads, and the scrape asking.
+            |n| n > 64,
+        );
         let grown_mib = rss_kib(&server).saturating_sub(before) / 1024;
         // 64 announced 16 MiB bodies would be 1 GiB.
         assert!(
@@ -85,16 +86,21 @@ fn a_pipelining_client_that_never_reads_is_freed_after_the_write_timeout() {
             })
             .collect();
         // They never read; the server gives up on each within the write
-        // timeout of its last progress.
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while server.metric("wsbench_connections_current") > 1 {
+        // timeout of its last progress, and says so before freeing its slot.
+        for n in 0..5 {
+            let line = server.proc.stderr.wait_for(
+                "response not taken within --ping-timeout",
+                Duration::from_secs(15),
+            );
             assert!(
-                Instant::now() < deadline,
-                "non-reading clients still hold their slots {:?} in",
+                line.is_some(),
+                "{n} of 5 non-reading clients freed {:?} in",
                 started.elapsed()
             );
-            thread::sleep(Duration::from_millis(50));
         }
+        server.wait_metric("wsbench_connections_current", Duration::from_secs(5), |n| {
+            n == 1
+        });
         assert!(started.elapsed() < Duration::from_secs(8));
         still_serves(&server);
         drop(greedy);

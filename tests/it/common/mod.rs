@@ -567,23 +567,32 @@ impl Server {
         let Some((threads_then, fds_then)) = self.baseline else {
             return;
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
+        poll_until(Duration::from_secs(10), || {
             let current = self.metric("wsbench_connections_current");
             let threads = self.threads();
             // The scrape's own socket may not be closed yet: one more.
             let fds = self.descriptors();
-            if current == 1 && threads == threads_then && fds <= fds_then + 1 {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the server did not give back what the test took: \
-                 connections_current {current} (1 is the scrape), threads {threads} \
-                 (baseline {threads_then}), descriptors {fds} (baseline {fds_then})"
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
+            (current == 1 && threads == threads_then && fds <= fds_then + 1)
+                .then_some(())
+                .ok_or_else(|| {
+                    format!(
+                        "the server did not give back what the test took: \
+                     connections_current {current} (1 is the scrape), threads {threads} \
+                     (baseline {threads_then}), descriptors {fds} (baseline {fds_then})"
+                    )
+                })
+        });
+    }
+
+    /// Waits (at most `limit`) until `/metrics` shows `name` passing `test`;
+    /// returns its value.
+    pub fn wait_metric(&self, name: &str, limit: Duration, test: impl Fn(u64) -> bool) -> u64 {
+        poll_until(limit, || {
+            let value = self.metric(name);
+            test(value)
+                .then_some(value)
+                .ok_or_else(|| format!("{name} is still {value} after {limit:?}"))
+        })
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -879,4 +888,21 @@ pub fn raw_ws(addr: &str, path: &str) -> TcpStream {
         String::from_utf8_lossy(&head)
     );
     s
+}
+
+/// Reads a condition until it holds or `limit` passes, then panics with
+/// its last word. For what another process keeps (a gauge on /metrics,
+/// its threads in /proc), where there is no event to wait on; anything
+/// that prints a line or sends a message is waited for instead.
+pub fn poll_until<T>(limit: Duration, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        match check() {
+            Ok(value) => return value,
+            Err(why) if Instant::now() >= deadline => panic!("{why}"),
+            // A scrape costs the server a connection: a few a second is
+            // enough to see a count settle.
+            Err(_) => thread::sleep(Duration::from_millis(20)),
+        }
+    }
 }

@@ -314,3 +314,57 @@ fn hello_greets_text_and_refuses_binary() {
         );
     });
 }
+
+/// A verifying Python client (`tests/peers/compare_tls_client.py`) against
+/// a comparison server listening on wss://: every endpoint, and TLS
+/// session resumption from the second connection on (#15).
+pub fn check_wss_with_python(server: &Server, ca: &Path) {
+    assert!(server.tls.is_some(), "the listening line says wss://");
+    let mut command = Command::new(python());
+    command
+        .arg(peer_script("compare_tls_client.py"))
+        .arg(&server.addr)
+        .arg(ca);
+    let out = run_bounded(&mut command, Duration::from_secs(60));
+    assert!(
+        out.status.success() && text(&out.stdout).trim() == "ok",
+        "compare_tls_client.py {}: {}\n{}\nserver stderr: {:?}",
+        server.addr,
+        text(&out.stdout),
+        text(&out.stderr),
+        server.proc.stderr.all()
+    );
+}
+
+#[test]
+fn tls_flags_serve_wss_and_resume_sessions() {
+    server_bin();
+    timed!(LIMIT, {
+        let dir = tempdir();
+        let (ca, cert, key) = make_certificates(&dir);
+        let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+        let mut server = start(&["--tls-cert", cert, "--tls-key", key]);
+        check_wss_with_python(&server, &ca);
+        assert!(server.terminate(Duration::from_secs(5)).success());
+
+        // One flag without the other is a usage error; a key that is not a
+        // key is one line and exit 1, before any listening line.
+        let half = run_bounded(
+            Command::new(server_bin()).args(["--port", "0", "--tls-cert", cert]),
+            Duration::from_secs(10),
+        );
+        assert_eq!(half.status.code(), Some(2), "{}", text(&half.stderr));
+        let wrong = run_bounded(
+            Command::new(server_bin()).args(["--port", "0", "--tls-cert", cert, "--tls-key", cert]),
+            Duration::from_secs(10),
+        );
+        let stderr = text(&wrong.stderr);
+        assert_eq!(wrong.status.code(), Some(1), "{stderr}");
+        assert!(text(&wrong.stdout).is_empty(), "{}", text(&wrong.stdout));
+        assert!(
+            stderr.starts_with(&format!("error: cannot read --tls-key {cert}: "))
+                && stderr.trim_end().lines().count() == 1,
+            "{stderr}"
+        );
+    });
+}

@@ -28,7 +28,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use crate::Ws;
+use crate::{Io, Ws};
 
 /// How long a member's socket may take no byte of what is queued for it
 /// before it is cut (`wsbench server`'s default --ping-timeout).
@@ -107,8 +107,8 @@ fn push(member: &Member, message: Message) {
 }
 
 /// One member, from its join to its leave.
-pub async fn member(
-    ws: Ws,
+pub async fn member<S: Io>(
+    ws: Ws<S>,
     id: u64,
     room: String,
     hub: &Hub,
@@ -129,8 +129,8 @@ pub async fn member(
     result
 }
 
-async fn run(
-    mut ws: Ws,
+async fn run<S: Io>(
+    mut ws: Ws<S>,
     id: u64,
     room: &str,
     hub: &Hub,
@@ -187,7 +187,10 @@ async fn run(
 
 /// Sends `frame`, then reads until the peer's close reply ends the stream
 /// (or [`CLOSE_WAIT`] passes).
-async fn close_and_drain(mut ws: Ws, frame: CloseFrame) -> Result<(), tungstenite::Error> {
+async fn close_and_drain<S: Io>(
+    mut ws: Ws<S>,
+    frame: CloseFrame,
+) -> Result<(), tungstenite::Error> {
     let drained = timeout(CLOSE_WAIT, async {
         ws.close(Some(frame)).await?;
         while let Some(message) = ws.next().await {

@@ -16,11 +16,17 @@
 //! peer closes; chat members are in `chat.rs`. What the comparison does not
 //! exercise is left out: plain HTTP, metrics, connection limits and server
 //! pings.
+//!
+//! With `--tls-cert` and `--tls-key` it serves `wss://` (#15): the TLS
+//! handshake (tokio-rustls, set up as ours in `tls.rs`) comes first in the
+//! connection's task, and the same code then runs over the TLS stream.
 
 mod chat;
+mod tls;
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,9 +34,11 @@ use std::time::Duration;
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use log::{debug, info, warn};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, lookup_host};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::spawn_blocking;
+use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -69,6 +77,12 @@ struct Args {
     /// is dropped with 1008 (`wsbench server`'s default).
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
     max_queue: u32,
+    /// Serve wss:// with this PEM certificate chain (needs --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +93,9 @@ enum Error {
     Bind { addr: String, cause: String },
     #[error("cannot handle signals: {0}")]
     Signal(String),
+    /// Already a whole line: it names the flag and the file.
+    #[error("{0}")]
+    Tls(String),
 }
 
 fn main() -> ExitCode {
@@ -105,6 +122,12 @@ fn run(args: Args) -> Result<(), Error> {
 
 /// Binds, prints the listening line, and accepts until Ctrl-C or SIGTERM.
 async fn serve(args: Args) -> Result<(), Error> {
+    // Before binding: a bad certificate is a usage error, not a server
+    // that listens and then fails every handshake.
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key).map_err(Error::Tls)?),
+        _ => None,
+    };
     let shown = format!("{}:{}", args.host, args.port);
     let bind_err = |e: io::Error| Error::Bind {
         addr: shown.clone(),
@@ -119,7 +142,8 @@ async fn serve(args: Args) -> Result<(), Error> {
     let mut terminate = signal(SignalKind::terminate()).map_err(signal_err)?;
     {
         let mut out = io::stdout().lock();
-        let _ = writeln!(out, "listening on ws://{addr}");
+        let scheme = if tls.is_some() { "wss" } else { "ws" };
+        let _ = writeln!(out, "listening on {scheme}://{addr}");
         let _ = out.flush();
     }
     let config = Arc::new(Config {
@@ -130,6 +154,7 @@ async fn serve(args: Args) -> Result<(), Error> {
             .read_buffer_size(args.read_buffer_size),
         max_queue: args.max_queue as usize,
         hub: chat::Hub::default(),
+        tls,
     });
     let mut next_id = 0u64;
     loop {
@@ -189,17 +214,37 @@ struct Config {
     websocket: WebSocketConfig,
     max_queue: usize,
     hub: chat::Hub,
+    /// Set for wss://.
+    tls: Option<TlsAcceptor>,
 }
 
-pub(crate) type Ws = WebSocketStream<TcpStream>;
+/// A connection's byte stream: TCP, or TLS over it. Generic rather than
+/// an enum, so that plain ws:// runs exactly the code it ran before TLS.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 
-/// One connection, from handshake to close.
+pub(crate) type Ws<S> = WebSocketStream<S>;
+
+/// One connection, from accept to close: the TLS handshake if any, then
+/// the WebSocket.
 async fn connection(stream: TcpStream, id: u64, config: Arc<Config>) {
     // Request/reply traffic: without it a small reply can wait for the
     // client's delayed ACK.
     if let Err(e) = stream.set_nodelay(true) {
         debug!("conn {id}: cannot set TCP_NODELAY: {}", cause(&e));
     }
+    match &config.tls {
+        None => websocket(stream, id, &config).await,
+        Some(acceptor) => match acceptor.accept(stream).await {
+            Ok(stream) => websocket(stream, id, &config).await,
+            Err(e) => info!("conn {id}: TLS handshake failed: {}", cause(&e)),
+        },
+    }
+}
+
+/// The WebSocket handshake, where the path picks the endpoint, and the
+/// endpoint's loop.
+async fn websocket<S: Io>(stream: S, id: u64, config: &Config) {
     let mut endpoint = None;
     // The signature is tungstenite's `Callback`, large `Err` and all.
     #[allow(clippy::result_large_err)]
@@ -248,7 +293,11 @@ enum Serve {
 }
 
 /// Reads messages and writes each one's reply, until the peer closes.
-async fn serve_messages(mut ws: Ws, id: u64, serve: Serve) -> Result<(), tungstenite::Error> {
+async fn serve_messages<S: Io>(
+    mut ws: Ws<S>,
+    id: u64,
+    serve: Serve,
+) -> Result<(), tungstenite::Error> {
     let mut seq = 0u64;
     while let Some(message) = ws.next().await {
         let message = message?;
@@ -301,9 +350,13 @@ pub(crate) fn is_disconnect(e: &tungstenite::Error) -> bool {
     match e {
         tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => true,
         tungstenite::Error::Protocol(ResetWithoutClosingHandshake) => true,
+        // UnexpectedEof: a TLS peer that closed its socket without a
+        // close_notify, which rustls reports as an error.
         tungstenite::Error::Io(e) => matches!(
             e.kind(),
-            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+            io::ErrorKind::ConnectionReset
+                | io::ErrorKind::BrokenPipe
+                | io::ErrorKind::UnexpectedEof
         ),
         _ => false,
     }

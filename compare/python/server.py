@@ -27,7 +27,10 @@ statistics, the reply texts of SPEC.md, so our `wsbench bench` and
 - Any other path: HTTP 404 during the handshake.
 
 Prints `listening on ws://HOST:PORT` (the real port, also with `--port 0`)
-once it accepts connections. SIGTERM or SIGINT: stop accepting, close the
+once it accepts connections; with `--tls-cert FILE --tls-key FILE` (PEM) it
+serves `wss://` and prints `listening on wss://HOST:PORT` (#15): Python's
+`ssl` (OpenSSL), TLS 1.2 and 1.3 as rustls offers, with OpenSSL's default
+stateless TLS 1.3 session tickets, as the Rust servers issue. SIGTERM or SIGINT: stop accepting, close the
 connections, cancel queued background jobs (the ones running finish), exit 0.
 
 The listen backlog stays asyncio's default (100) unless `--backlog` says
@@ -42,6 +45,7 @@ import itertools
 import logging
 import os
 import signal
+import ssl
 import sys
 from urllib.parse import parse_qs, urlsplit
 
@@ -150,7 +154,22 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-queue-bytes", type=int, default=16 * 1024 * 1024,
                         help="chat: bytes queued for one member before it is "
                              "dropped with 1008 [default: 16 MiB, as ours]")
-    return parser.parse_args()
+    parser.add_argument("--tls-cert", metavar="FILE",
+                        help="serve wss:// with this PEM certificate chain")
+    parser.add_argument("--tls-key", metavar="FILE", help="the PEM key of --tls-cert")
+    args = parser.parse_args()
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
+    return args
+
+
+def tls_context(cert: str, key: str) -> ssl.SSLContext:
+    """The server side of wss://, as close to the Rust servers' rustls set-up
+    as OpenSSL gets: TLS 1.2 and 1.3, session tickets on (the default)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    return context
 
 
 def die_with_parent(parent: int) -> None:
@@ -224,11 +243,14 @@ async def main(args: argparse.Namespace, pool: concurrent.futures.ProcessPoolExe
             else:
                 await ws.send(statistics(message))
 
+    tls = tls_context(args.tls_cert, args.tls_key) if args.tls_cert else None
     async with serve(handler, args.host, args.port, max_size=MAX_MESSAGE,
-                     process_request=process_request, backlog=args.backlog) as server:
+                     process_request=process_request, backlog=args.backlog,
+                     ssl=tls) as server:
         port = server.sockets[0].getsockname()[1]
         host = f"[{args.host}]" if ":" in args.host else args.host
-        print(f"listening on ws://{host}:{port}", flush=True)
+        scheme = "wss" if tls else "ws"
+        print(f"listening on {scheme}://{host}:{port}", flush=True)
         await stop
         log.info("stopping: %d background jobs queued or running", len(jobs))
 

@@ -155,3 +155,15 @@ fn python_compare_server_chat_has_the_specs_texts() {
         assert!(server.terminate(Duration::from_secs(10)).success());
     });
 }
+
+#[test]
+fn python_compare_server_serves_wss_and_resumes_sessions() {
+    timed!(LIMIT, {
+        let dir = tempdir();
+        let (ca, cert, key) = make_certificates(&dir);
+        let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+        let mut server = python_server(&["--tls-cert", cert, "--tls-key", key]);
+        crate::compare_tokio::check_wss_with_python(&server, &ca);
+        assert!(server.terminate(Duration::from_secs(10)).success());
+    });
+}

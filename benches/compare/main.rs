@@ -7,8 +7,10 @@
 //! `parallel` (1000 images of 800×600, `--verify` on the slow replies,
 //! which carry statistics), each with slow and fast replies; 10,000
 //! WebSocket `Ping {x}!`/`Pong!` round trips (`pingpong::ws_pings`);
-//! 10,000 idle connections held 5 s (`idle.rs`, `wsbench load`); and chat
-//! fan-out, 100 members at a paced rate (`fanout.rs`).
+//! 10,000 idle connections held 5 s (`idle.rs`, `wsbench load`); chat
+//! fan-out, 100 members at a paced rate (`fanout.rs`); and the `wss` rows
+//! of #15, serial and serial-short slow and pingpong over TLS, every
+//! server with one certificate made for the run (`tls.rs`).
 //!
 //! Cost (`../common/cost.rs`): each run reads the server's process tree in
 //! `/proc` once it listens and again once it is idle after the client,
@@ -58,6 +60,7 @@ mod run;
 mod servers;
 mod summary;
 mod table;
+mod tls;
 
 use std::fs;
 use std::time::{Duration, Instant};
@@ -161,6 +164,7 @@ fn main() {
     for dir in ["csv", "logs", "plots"] {
         fs::create_dir_all(out.join(dir)).expect("target/ is writable");
     }
+    let certificates = tls::make(&out.join("tls"));
     let mut machine = summary::machine();
     let kinds = servers();
     let mut workloads = workloads(&settings);
@@ -176,7 +180,7 @@ fn main() {
     for round in 1..=rounds {
         for w in &workloads {
             for k in &kinds {
-                let r = run_one(w, k, round, &settings, &out);
+                let r = run_one(w, k, round, &settings, &out, &certificates);
                 if r.status != Status::Skipped {
                     let cpu = r.figure("cpu_ms_per_1k").map_or(String::new(), |v| {
                         format!(", {} CPU-ms/1k", summary::num(v))
@@ -204,9 +208,14 @@ fn main() {
     let rows = table::table(&workloads, &kinds, &runs);
     let names: Vec<&str> = kinds.iter().map(|k| k.name).collect();
     let comparison = plot::draw(&rows, &names, &out.join("compare.svg"));
+    // Only `wsbench bench` writes a CSV to plot.
     let plots: Vec<_> = rows
         .iter()
-        .filter(|r| !["pingpong", "idle", "fanout"].contains(&r.workload))
+        .filter(|r| {
+            workloads
+                .iter()
+                .any(|w| w.id == r.workload && matches!(w.load, run::Load::Bench { .. }))
+        })
         .map(|r| (r.workload, r.title.clone(), summary::plot(r, &runs, &out)))
         .collect();
     let wall = started.elapsed();

@@ -15,6 +15,7 @@ use wsbench::client::WsUrl;
 use wsbench::pingpong;
 
 use crate::servers::{ServerKind, reap, start_server, stop_server};
+use crate::tls::Certificates;
 use crate::{BIN, RUN_LIMIT, Settings, cost, fanout, idle, pinning};
 
 /// Limit of each connect, send and receive inside a run.
@@ -43,6 +44,9 @@ pub struct Workload {
     /// Table form: `serial-short fast`.
     pub title: String,
     pub load: Load,
+    /// Over `wss://` (#15): every server gets the run's certificate, our
+    /// client its CA.
+    pub tls: bool,
 }
 
 pub fn workloads(settings: &Settings) -> Vec<Workload> {
@@ -57,6 +61,7 @@ pub fn workloads(settings: &Settings) -> Vec<Workload> {
                 id,
                 title: format!("{mode} {response}"),
                 load: Load::Bench { mode, response },
+                tls: false,
             });
         }
     }
@@ -64,6 +69,30 @@ pub fn workloads(settings: &Settings) -> Vec<Workload> {
         id: "pingpong",
         title: "pingpong (WebSocket)".into(),
         load: Load::Pingpong,
+        tls: false,
+    });
+    // The rows #15 asks for: what TLS costs one message at a time (serial
+    // images, pings) and one connection per message (serial-short, where
+    // the handshake, and so session resumption, is most of the work).
+    for (id, mode) in [
+        ("wss-serial-slow", "serial"),
+        ("wss-serial-short-slow", "serial-short"),
+    ] {
+        all.push(Workload {
+            id,
+            title: format!("wss {mode} slow"),
+            load: Load::Bench {
+                mode,
+                response: "slow",
+            },
+            tls: true,
+        });
+    }
+    all.push(Workload {
+        id: "wss-pingpong",
+        title: "wss pingpong (WebSocket)".into(),
+        load: Load::Pingpong,
+        tls: true,
     });
     all.push(Workload {
         id: "idle",
@@ -72,6 +101,7 @@ pub fn workloads(settings: &Settings) -> Vec<Workload> {
             crate::thousands(settings.idle_connections)
         ),
         load: Load::Idle,
+        tls: false,
     });
     all.push(Workload {
         id: "fanout",
@@ -80,6 +110,7 @@ pub fn workloads(settings: &Settings) -> Vec<Workload> {
             settings.fanout_members, settings.fanout_rate
         ),
         load: Load::Fanout,
+        tls: false,
     });
     all
 }
@@ -218,6 +249,7 @@ pub fn last_line(bytes: &[u8]) -> String {
     short
 }
 
+#[allow(clippy::too_many_arguments)]
 pub fn run_bench(
     result: &mut RunResult,
     addr: &str,
@@ -226,8 +258,10 @@ pub fn run_bench(
     count: u64,
     csv: &Path,
     cpu: Option<usize>,
+    ca: Option<&Path>,
 ) {
-    let url = format!("ws://{addr}/");
+    let scheme = if ca.is_some() { "wss" } else { "ws" };
+    let url = format!("{scheme}://{addr}/");
     let mut command = pinning::on_cpu(cpu, BIN);
     command
         .args(["bench", "--url", &url, "--mode", mode])
@@ -240,6 +274,9 @@ pub fn run_bench(
         .stderr(Stdio::piped());
     if response == "slow" {
         command.arg("--verify");
+    }
+    if let Some(ca) = ca {
+        command.arg("--ca-file").arg(ca);
     }
     let children_before = cost::rusage(libc::RUSAGE_CHILDREN);
     let child = match command.spawn() {
@@ -285,7 +322,13 @@ pub fn run_bench(
 }
 
 fn describe_exit(status: ExitStatus, stderr: &[u8]) -> String {
-    let line = last_line(stderr);
+    // Our one error line, when there is one: clap ends a usage error with
+    // a hint to --help, which says nothing of what went wrong.
+    let line = String::from_utf8_lossy(stderr)
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("error: "))
+        .map_or_else(|| last_line(stderr), |l| last_line(l.as_bytes()));
     if line.is_empty() {
         format!("bench exited with {status}")
     } else {
@@ -293,7 +336,17 @@ fn describe_exit(status: ExitStatus, stderr: &[u8]) -> String {
     }
 }
 
-fn run_pingpong(result: &mut RunResult, addr: &str, pings: u64, cpu: Option<usize>) {
+fn run_pingpong(
+    result: &mut RunResult,
+    addr: &str,
+    pings: u64,
+    cpu: Option<usize>,
+    ca: Option<&Path>,
+) {
+    if ca.is_some() {
+        result.note = "our client does not speak wss:// yet".into();
+        return;
+    }
     let url = match WsUrl::parse(&format!("ws://{addr}/")) {
         Ok(url) => url,
         Err(why) => {
@@ -339,6 +392,7 @@ pub fn run_one(
     round: u32,
     settings: &Settings,
     out: &Path,
+    certificates: &Result<Certificates, String>,
 ) -> RunResult {
     let mut result = RunResult::new(workload.id, kind.name, round);
     if let Err(why) = &kind.argv {
@@ -346,6 +400,14 @@ pub fn run_one(
         result.note = why.clone();
         return result;
     }
+    let tls = match (workload.tls, certificates) {
+        (false, _) => None,
+        (true, Ok(certificates)) => Some(certificates),
+        (true, Err(why)) => {
+            result.note = why.clone();
+            return result;
+        }
+    };
     let response = match workload.load {
         Load::Bench { response, .. } => response,
         _ => "slow",
@@ -362,17 +424,26 @@ pub fn run_one(
         | Load::Idle => (None, None),
         _ => pinning::placement(),
     };
-    let extra = match workload.load {
-        Load::Idle => kind.idle_flags.0.as_slice(),
-        _ => &[],
+    let mut extra: Vec<String> = match workload.load {
+        Load::Idle => kind.idle_flags.0.iter().map(|f| f.to_string()).collect(),
+        _ => Vec::new(),
     };
-    let running = match start_server(kind, response, &log, server_cpu, extra) {
+    extra.extend(tls.iter().flat_map(|c| c.server_flags()));
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let running = match start_server(kind, response, &log, server_cpu, &extra) {
+        Ok(running) if running.tls != tls.is_some() => {
+            let said = if running.tls { "wss" } else { "ws" };
+            result.note = format!("server listens on {said}:// against its TLS flags");
+            stop_server(running);
+            return result;
+        }
         Ok(running) => running,
         Err(why) => {
             result.note = format!("server did not start: {why}");
             return result;
         }
     };
+    let ca = tls.map(|c| c.ca.as_path());
     // The tree once listening: Python's pool workers are forked by then.
     let pids = cost::tree(running.pid());
     let base = cost::sum(&pids, true);
@@ -393,9 +464,10 @@ pub fn run_one(
                 count,
                 &csv,
                 client_cpu,
+                ca,
             );
         }
-        Load::Pingpong => run_pingpong(&mut result, &running.addr, settings.pings, client_cpu),
+        Load::Pingpong => run_pingpong(&mut result, &running.addr, settings.pings, client_cpu, ca),
         Load::Idle => idle::run(&mut result, &running.addr, settings),
         Load::Fanout => fanout::run(&mut result, &running.addr, settings, client_cpu),
     }

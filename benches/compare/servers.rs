@@ -181,6 +181,8 @@ pub fn reap<T: Send + 'static>(
 pub struct Running {
     child: Child,
     pub addr: String,
+    /// It said `listening on wss://`.
+    pub tls: bool,
 }
 
 impl Running {
@@ -228,6 +230,7 @@ pub fn start_server(
         stop_server(Running {
             child,
             addr: String::new(),
+            tls: false,
         });
         let last = fs::read_to_string(log)
             .ok()
@@ -243,12 +246,18 @@ pub fn start_server(
     loop {
         match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(line) => {
-                if let Some(addr) = line.trim().strip_prefix("listening on ws://") {
-                    return Ok(Running {
-                        child,
-                        addr: addr.to_string(),
-                    });
-                }
+                let Some(url) = line.trim().strip_prefix("listening on ") else {
+                    continue;
+                };
+                let (tls, addr) = match url.strip_prefix("wss://") {
+                    Some(addr) => (true, addr),
+                    None => (false, url.strip_prefix("ws://").unwrap_or(url)),
+                };
+                return Ok(Running {
+                    child,
+                    addr: addr.to_string(),
+                    tls,
+                });
             }
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                 return failed(

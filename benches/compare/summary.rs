@@ -319,6 +319,15 @@ fn preamble(
             _ => "No run is pinned to a CPU (taskset or a second CPU is missing).".to_string(),
         },
     );
+    let _ = writeln!(
+        md,
+        "The wss rows (#15) run the same client over TLS: every server serves one ECDSA P-256 \
+         certificate for 127.0.0.1 made for the run (rcgen), signed by a CA our client \
+         trusts with `--ca-file`; ours and tokio (tokio-rustls) use rustls with the ring \
+         provider and stateless session tickets, python its `ssl` module (OpenSSL). \
+         serial-short opens a connection per image, so after the first its handshakes \
+         resume a session.\n"
+    );
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -507,7 +516,7 @@ pub fn write_summary(
         &detail,
     );
 
-    let _ = writeln!(md, "## Targets (#8, #17)\n");
+    let _ = writeln!(md, "## Targets (#8, #15, #17)\n");
     for t in targets {
         let verdict = match t.met {
             Some(true) => "met",
@@ -556,7 +565,7 @@ pub fn write_summary(
     }
     let _ = writeln!(
         md,
-        "- pingpong, idle and fan-out: no CSV (see summary.json for every run)"
+        "- pingpong (ws and wss), idle and fan-out: no CSV (see summary.json for every run)"
     );
 
     let trouble: Vec<&RunResult> = runs

@@ -1,8 +1,8 @@
 //! From runs to the tables: a cell is the medians of one workload on one
 //! server over the rounds; a ratio is ours / another server's, taken
 //! within each round (the servers of one round share its machine noise)
-//! and then the median over rounds. The targets of #8 and #17 are judged
-//! on those ratios.
+//! and then the median over rounds. The targets of #8, #15 and #17 are
+//! judged on those ratios.
 
 use std::collections::BTreeMap;
 
@@ -171,6 +171,33 @@ pub fn paired_ratio(runs: &[RunResult], workload: &str, other: &str, figure: &st
     median(ratios)
 }
 
+/// `a / b` of one server's `figure` on two workloads, in each round where
+/// both measured it, median over rounds: what TLS costs ours (#15), with
+/// the two runs of a round as close in time as the matrix puts them.
+pub fn paired_across(
+    runs: &[RunResult],
+    server: &str,
+    a: &str,
+    b: &str,
+    figure: &str,
+) -> Option<f64> {
+    let of = |workload: &str, round: u32| {
+        runs.iter()
+            .find(|r| r.workload == workload && r.server == server && r.round == round)
+            .filter(|r| r.messages_per_s.is_some())
+            .and_then(|r| r.figure(figure))
+    };
+    let ratios = runs
+        .iter()
+        .filter(|r| r.workload == a && r.server == server)
+        .filter_map(|r| {
+            let below = of(b, r.round)?;
+            (below > 0.0).then_some(of(a, r.round)? / below)
+        })
+        .collect();
+    median(ratios)
+}
+
 pub fn table(workloads: &[Workload], kinds: &[ServerKind], runs: &[RunResult]) -> Vec<Row> {
     workloads
         .iter()
@@ -236,10 +263,10 @@ fn missing(row: &Row, other: &str) -> String {
     String::new()
 }
 
-fn row<'a>(rows: &'a [Row], id: &str) -> &'a Row {
-    rows.iter()
-        .find(|r| r.workload == id)
-        .expect("every workload has a row")
+/// The row of a workload; `None` when WSBENCH_COMPARE_ONLY left it out,
+/// and then its targets are not listed.
+fn row<'a>(rows: &'a [Row], id: &str) -> Option<&'a Row> {
+    rows.iter().find(|r| r.workload == id)
 }
 
 /// One target on one figure: met when the paired ratio ours / `other`
@@ -262,7 +289,9 @@ impl Judge<'_> {
         limit: f64,
         show: Show,
     ) {
-        let r = row(self.rows, id);
+        let Some(r) = row(self.rows, id) else {
+            return;
+        };
         let (ours, theirs) = (r.cells["ours"].get(figure), r.cells[other].get(figure));
         let ratio = paired_ratio(self.runs, id, other, figure);
         let (met, detail) = match (ours, theirs, ratio) {
@@ -284,6 +313,37 @@ impl Judge<'_> {
         self.out.push(TargetResult {
             target: target.to_string(),
             workload: r.title.clone(),
+            met,
+            detail,
+        });
+    }
+
+    /// One target on ours alone: the paired ratio of `figure` on workload
+    /// `a` over workload `b` is at least `limit`.
+    fn across(&mut self, target: &str, a: &str, b: &str, figure: &str, limit: f64, show: Show) {
+        let (Some(ra), Some(rb)) = (row(self.rows, a), row(self.rows, b)) else {
+            return;
+        };
+        let (va, vb) = (ra.cells["ours"].get(figure), rb.cells["ours"].get(figure));
+        let ratio = paired_across(self.runs, "ours", a, b, figure);
+        let (met, detail) = match (va, vb, ratio) {
+            (Some(x), Some(y), Some(ratio)) => (
+                Some(ratio >= limit),
+                format!(
+                    "{} / {} on ours {} ({}, {})",
+                    ra.title,
+                    rb.title,
+                    times(ratio),
+                    show(x),
+                    show(y)
+                ),
+            ),
+            (None, _, _) => (None, missing(ra, "ours")),
+            _ => (None, missing(rb, "ours")),
+        };
+        self.out.push(TargetResult {
+            target: target.to_string(),
+            workload: format!("{} vs {}", ra.title, rb.title),
             met,
             detail,
         });
@@ -376,29 +436,52 @@ pub fn judge(
         1.0,
         ms,
     );
+    for (id, what) in [
+        ("wss-serial-slow", "wss serial image round trips/s"),
+        ("wss-serial-short-slow", "wss serial-short round trips/s"),
+    ] {
+        j.ratio(
+            &format!("#15: ours ≥ tokio-rustls on {what}"),
+            id,
+            "tokio",
+            "messages_per_s",
+            false,
+            1.0,
+            per_s,
+        );
+    }
+    j.across(
+        "#15: wss text round trips ≥ 0.9× ws text round trips on ours",
+        "wss-pingpong",
+        "pingpong",
+        "messages_per_s",
+        0.9,
+        per_s,
+    );
     let mut out = j.out;
 
     // Idle: an absolute bound on ours, tokio's figure beside it.
-    let idle = row(rows, "idle");
-    let per_conn = |s: &str| idle.cells[s].get("rss_per_conn_kib");
-    let (met, detail) = match per_conn("ours") {
-        Some(ours) => (
-            Some(ours <= 25.0),
-            format!(
-                "ours {} per connection; tokio {}; python {}",
-                kib(ours),
-                per_conn("tokio").map_or("–".into(), kib),
-                per_conn("python").map_or("–".into(), kib),
+    if let Some(idle) = row(rows, "idle") {
+        let per_conn = |s: &str| idle.cells[s].get("rss_per_conn_kib");
+        let (met, detail) = match per_conn("ours") {
+            Some(ours) => (
+                Some(ours <= 25.0),
+                format!(
+                    "ours {} per connection; tokio {}; python {}",
+                    kib(ours),
+                    per_conn("tokio").map_or("–".into(), kib),
+                    per_conn("python").map_or("–".into(), kib),
+                ),
             ),
-        ),
-        None => (None, missing(idle, "tokio")),
-    };
-    out.push(TargetResult {
-        target: "#17: idle connections ours ≤ 25 KiB RSS each".into(),
-        workload: idle.title.clone(),
-        met,
-        detail,
-    });
+            None => (None, missing(idle, "tokio")),
+        };
+        out.push(TargetResult {
+            target: "#17: idle connections ours ≤ 25 KiB RSS each".into(),
+            workload: idle.title.clone(),
+            met,
+            detail,
+        });
+    }
     let limit = if settings.quick { 1.0 } else { 6.0 };
     out.push(TargetResult {
         target: format!(

@@ -175,7 +175,7 @@ pub fn run(args: LoadArgs) -> Result<(), Error> {
         }
     }
 
-    let (url, server) = crate::embedded::url_or_embedded(args.url.as_deref(), || {
+    let (url, server) = crate::embedded::url_or_embedded(args.url.as_deref(), &args.trust, || {
         let defaults = ServerArgs::default();
         ServerArgs {
             // Our own load must not meet the limit meant for strangers.

@@ -248,6 +248,7 @@ pub fn get(url: &HttpUrl, timeout: Duration) -> Result<Response, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
     use std::net::TcpListener;
 
     /// A peer that answers `responses` in order, one per request read, and

@@ -130,6 +130,18 @@ impl Stream {
         Stream::shake(tcp, Connection::Client(session), deadline)
     }
 
+    /// A client session whose handshake the caller drove itself (`load`
+    /// drives many at once on non-blocking sockets).
+    pub fn client_tls(tcp: TcpStream, session: ClientConnection) -> Stream {
+        Stream {
+            tcp,
+            tls: Some(Tls {
+                session: Mutex::new(Connection::Client(session)),
+                inbox: Mutex::new(Inbox::default()),
+            }),
+        }
+    }
+
     fn shake(
         tcp: TcpStream,
         mut session: Connection,

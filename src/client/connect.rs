@@ -28,9 +28,21 @@ pub const READ_BUFFER: usize = 4 * 1024;
 pub struct Stream(stream::Stream);
 
 impl Stream {
+    pub fn new(inner: stream::Stream) -> Stream {
+        Stream(inner)
+    }
+
     /// The socket underneath, for its options (timeouts, nodelay).
     pub fn tcp(&self) -> &TcpStream {
         self.0.tcp()
+    }
+}
+
+/// For `poll(2)`. With TLS, a read that ended in `WouldBlock` leaves no
+/// plaintext behind, so a caller that reads until then may poll safely.
+impl std::os::fd::AsRawFd for Stream {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.as_raw_fd()
     }
 }
 
@@ -188,24 +200,36 @@ pub fn wrap(
     if !tls {
         return Ok(stream::Stream::new(tcp));
     }
-    let config = super::tls::config().map_err(|e| ConnectError::Tls(e.to_string()))?;
-    let name = ServerName::try_from(host.to_string())
-        .map_err(|_| ConnectError::Tls(format!("`{host}` is not a TLS server name")))?;
-    let session =
-        ClientConnection::new(config, name).map_err(|e| ConnectError::Tls(format!("TLS: {e}")))?;
+    let session = client_session(host)?;
     let deadline = Instant::now() + timeout;
-    let stream = stream::Stream::connect_tls(tcp, session, deadline).map_err(|(e, _)| match e {
-        TlsHandshakeError::Tls(e @ rustls::Error::InvalidCertificate(_)) => {
-            ConnectError::Untrusted(format!("TLS certificate not trusted: {e}"))
-        }
-        e => ConnectError::Tls(tls_cause(e)),
-    })?;
+    let stream =
+        stream::Stream::connect_tls(tcp, session, deadline).map_err(|(e, _)| tls_error(e))?;
     // The handshake spent part of the read timeout; give it back.
     stream
         .set_read_timeout(Some(timeout))
         .map_err(|e| ConnectError::Tcp(io_cause(&e)))?;
     super::tls::count(stream.tls_resumed());
     Ok(stream)
+}
+
+/// A TLS client session for `host`, with this process's config (roots,
+/// session cache).
+pub fn client_session(host: &str) -> Result<ClientConnection, ConnectError> {
+    let config = super::tls::config().map_err(|e| ConnectError::Tls(e.to_string()))?;
+    let name = ServerName::try_from(host.to_string())
+        .map_err(|_| ConnectError::Tls(format!("`{host}` is not a TLS server name")))?;
+    ClientConnection::new(config, name).map_err(|e| ConnectError::Tls(format!("TLS: {e}")))
+}
+
+/// A failed TLS handshake as a connect error: an untrusted certificate
+/// apart from everything else.
+pub fn tls_error(err: TlsHandshakeError) -> ConnectError {
+    match err {
+        TlsHandshakeError::Tls(e @ rustls::Error::InvalidCertificate(_)) => {
+            ConnectError::Untrusted(format!("TLS certificate not trusted: {e}"))
+        }
+        e => ConnectError::Tls(tls_cause(e)),
+    }
 }
 
 fn tls_cause(err: TlsHandshakeError) -> String {

@@ -226,7 +226,13 @@ pub fn client_session(host: &str) -> Result<ClientConnection, ConnectError> {
 pub fn tls_error(err: TlsHandshakeError) -> ConnectError {
     match err {
         TlsHandshakeError::Tls(e @ rustls::Error::InvalidCertificate(_)) => {
-            ConnectError::Untrusted(format!("TLS certificate not trusted: {e}"))
+            let hint = match &e {
+                rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer) => {
+                    " (--ca-file FILE trusts its CA, --insecure skips the check)"
+                }
+                _ => "",
+            };
+            ConnectError::Untrusted(format!("TLS certificate not trusted: {e}{hint}"))
         }
         e => ConnectError::Tls(tls_cause(e)),
     }

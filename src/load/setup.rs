@@ -87,7 +87,7 @@ pub(super) enum Step {
     Connecting(Socket),
     /// `wss://`: the TLS handshake, before the WebSocket one.
     Securing(TcpStream, Box<ClientConnection>),
-    Handshaking(MidHandshake<ClientHandshake<Stream>>),
+    Handshaking(Box<MidHandshake<ClientHandshake<Stream>>>),
 }
 
 /// A connection of the current batch that is neither open nor failed yet.
@@ -230,7 +230,7 @@ pub(super) fn advance(
             }
         }
         Step::Securing(tcp, session) => return secure(pending, target, setup, open, tcp, session),
-        Step::Handshaking(mid) => mid.handshake(),
+        Step::Handshaking(mid) => (*mid).handshake(),
     };
     finish_handshake(pending, setup, open, result)
 }
@@ -330,7 +330,7 @@ fn finish_handshake(
             Progress::Done
         }
         Err(HandshakeError::Interrupted(mid)) => {
-            pending.step = Some(Step::Handshaking(mid));
+            pending.step = Some(Step::Handshaking(Box::new(mid)));
             Progress::Waiting
         }
         Err(HandshakeError::Failure(err)) => {

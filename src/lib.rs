@@ -41,4 +41,5 @@ pub mod report;
 pub mod server;
 pub mod signal;
 pub mod stats;
+pub mod stream;
 pub mod wire;

@@ -30,8 +30,8 @@ use tungstenite::{Message, WebSocket};
 
 use super::peer::{Peer, WriteHalf};
 use super::reader::{FrameReader, ReadError};
-use super::stream::Stream;
 use crate::metrics::{ServerCounters, add};
+use crate::stream::Stream;
 
 /// Read-ahead buffer of a connection's reader: frame headers and short
 /// payloads go through it (4 KiB and up are read straight into the

@@ -165,6 +165,15 @@ fn main() {
         fs::create_dir_all(out.join(dir)).expect("target/ is writable");
     }
     let certificates = tls::make(&out.join("tls"));
+    if let Ok(c) = &certificates {
+        // For the in-process pingpong client; `wsbench bench` gets
+        // --ca-file.
+        let trust = wsbench::cli::TlsArgs {
+            ca_files: vec![c.ca.clone()],
+            ..Default::default()
+        };
+        wsbench::client::tls::install(&trust, &[]).expect("the CA was just written");
+    }
     let mut machine = summary::machine();
     let kinds = servers();
     let mut workloads = workloads(&settings);

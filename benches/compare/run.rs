@@ -44,9 +44,18 @@ pub struct Workload {
     /// Table form: `serial-short fast`.
     pub title: String,
     pub load: Load,
-    /// Over `wss://` (#15): every server gets the run's certificate, our
-    /// client its CA.
-    pub tls: bool,
+    pub tls: Tls,
+}
+
+/// Whether a workload runs over `wss://` (#15): every server then gets the
+/// run's certificate, our client its CA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tls {
+    Off,
+    /// Our client resumes sessions, as a browser does (its default).
+    On,
+    /// Every handshake a full one (`--no-resume`): what resumption saves.
+    NoResume,
 }
 
 pub fn workloads(settings: &Settings) -> Vec<Workload> {
@@ -61,7 +70,7 @@ pub fn workloads(settings: &Settings) -> Vec<Workload> {
                 id,
                 title: format!("{mode} {response}"),
                 load: Load::Bench { mode, response },
-                tls: false,
+                tls: Tls::Off,
             });
         }
     }
@@ -69,30 +78,36 @@ pub fn workloads(settings: &Settings) -> Vec<Workload> {
         id: "pingpong",
         title: "pingpong (WebSocket)".into(),
         load: Load::Pingpong,
-        tls: false,
+        tls: Tls::Off,
     });
     // The rows #15 asks for: what TLS costs one message at a time (serial
     // images, pings) and one connection per message (serial-short, where
     // the handshake, and so session resumption, is most of the work).
-    for (id, mode) in [
-        ("wss-serial-slow", "serial"),
-        ("wss-serial-short-slow", "serial-short"),
+    for (id, mode, tls, how) in [
+        ("wss-serial-slow", "serial", Tls::On, ""),
+        ("wss-serial-short-slow", "serial-short", Tls::On, ""),
+        (
+            "wss-serial-short-slow-full",
+            "serial-short",
+            Tls::NoResume,
+            ", full handshakes",
+        ),
     ] {
         all.push(Workload {
             id,
-            title: format!("wss {mode} slow"),
+            title: format!("wss {mode} slow{how}"),
             load: Load::Bench {
                 mode,
                 response: "slow",
             },
-            tls: true,
+            tls,
         });
     }
     all.push(Workload {
         id: "wss-pingpong",
         title: "wss pingpong (WebSocket)".into(),
         load: Load::Pingpong,
-        tls: true,
+        tls: Tls::On,
     });
     all.push(Workload {
         id: "idle",
@@ -101,7 +116,7 @@ pub fn workloads(settings: &Settings) -> Vec<Workload> {
             crate::thousands(settings.idle_connections)
         ),
         load: Load::Idle,
-        tls: false,
+        tls: Tls::Off,
     });
     all.push(Workload {
         id: "fanout",
@@ -110,7 +125,7 @@ pub fn workloads(settings: &Settings) -> Vec<Workload> {
             settings.fanout_members, settings.fanout_rate
         ),
         load: Load::Fanout,
-        tls: false,
+        tls: Tls::Off,
     });
     all
 }
@@ -258,9 +273,9 @@ pub fn run_bench(
     count: u64,
     csv: &Path,
     cpu: Option<usize>,
-    ca: Option<&Path>,
+    tls: Option<(&Path, Tls)>,
 ) {
-    let scheme = if ca.is_some() { "wss" } else { "ws" };
+    let scheme = if tls.is_some() { "wss" } else { "ws" };
     let url = format!("{scheme}://{addr}/");
     let mut command = pinning::on_cpu(cpu, BIN);
     command
@@ -275,8 +290,11 @@ pub fn run_bench(
     if response == "slow" {
         command.arg("--verify");
     }
-    if let Some(ca) = ca {
+    if let Some((ca, resume)) = tls {
         command.arg("--ca-file").arg(ca);
+        if resume == Tls::NoResume {
+            command.arg("--no-resume");
+        }
     }
     let children_before = cost::rusage(libc::RUSAGE_CHILDREN);
     let child = match command.spawn() {
@@ -310,6 +328,11 @@ pub fn run_bench(
         result.p99_ms = json["total"]["p99"].as_f64().map(|s| s * 1e3);
         result.ok = json["ok"].as_u64().unwrap_or(0);
         result.failed = json["failed"].as_u64().unwrap_or(0);
+        for figure in ["tls_handshakes", "tls_resumed"] {
+            if let Some(n) = json[figure].as_u64().filter(|_| tls.is_some()) {
+                result.extra.insert(figure, n as f64);
+            }
+        }
     }
     if csv.exists() {
         result.csv = Some(csv.to_path_buf());
@@ -336,18 +359,11 @@ fn describe_exit(status: ExitStatus, stderr: &[u8]) -> String {
     }
 }
 
-fn run_pingpong(
-    result: &mut RunResult,
-    addr: &str,
-    pings: u64,
-    cpu: Option<usize>,
-    ca: Option<&Path>,
-) {
-    if ca.is_some() {
-        result.note = "our client does not speak wss:// yet".into();
-        return;
-    }
-    let url = match WsUrl::parse(&format!("ws://{addr}/")) {
+fn run_pingpong(result: &mut RunResult, addr: &str, pings: u64, cpu: Option<usize>, tls: bool) {
+    // The CA is trusted process-wide (`main`): the in-process client's
+    // TLS config is one per process.
+    let scheme = if tls { "wss" } else { "ws" };
+    let url = match WsUrl::parse(&format!("{scheme}://{addr}/")) {
         Ok(url) => url,
         Err(why) => {
             result.note = format!("bad url: {why}");
@@ -401,9 +417,9 @@ pub fn run_one(
         return result;
     }
     let tls = match (workload.tls, certificates) {
-        (false, _) => None,
-        (true, Ok(certificates)) => Some(certificates),
-        (true, Err(why)) => {
+        (Tls::Off, _) => None,
+        (_, Ok(certificates)) => Some(certificates),
+        (_, Err(why)) => {
             result.note = why.clone();
             return result;
         }
@@ -443,7 +459,7 @@ pub fn run_one(
             return result;
         }
     };
-    let ca = tls.map(|c| c.ca.as_path());
+    let client_tls = tls.map(|c| (c.ca.as_path(), workload.tls));
     // The tree once listening: Python's pool workers are forked by then.
     let pids = cost::tree(running.pid());
     let base = cost::sum(&pids, true);
@@ -464,10 +480,16 @@ pub fn run_one(
                 count,
                 &csv,
                 client_cpu,
-                ca,
+                client_tls,
             );
         }
-        Load::Pingpong => run_pingpong(&mut result, &running.addr, settings.pings, client_cpu, ca),
+        Load::Pingpong => run_pingpong(
+            &mut result,
+            &running.addr,
+            settings.pings,
+            client_cpu,
+            tls.is_some(),
+        ),
         Load::Idle => idle::run(&mut result, &running.addr, settings),
         Load::Fanout => fanout::run(&mut result, &running.addr, settings, client_cpu),
     }

@@ -326,7 +326,8 @@ fn preamble(
          trusts with `--ca-file`; ours and tokio (tokio-rustls) use rustls with the ring \
          provider and stateless session tickets, python its `ssl` module (OpenSSL). \
          serial-short opens a connection per image, so after the first its handshakes \
-         resume a session.\n"
+         resume a session; its `full handshakes` row runs our client with `--no-resume`, \
+         what every connection would cost without tickets.\n"
     );
 }
 
@@ -472,6 +473,38 @@ pub fn write_summary(
                 ("peak threads", "peak_threads", count),
             ],
         );
+    }
+
+    let tls_rows: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.cells.values().any(|c| c.get("tls_handshakes").is_some()))
+        .collect();
+    if !tls_rows.is_empty() {
+        let _ = writeln!(md, "## TLS handshakes\n");
+        let _ = writeln!(
+            md,
+            "Our client's handshakes in the median of each cell's runs, and how many of them \
+             resumed an earlier session (a TLS 1.3 ticket) instead of a full handshake.\n"
+        );
+        let table: Vec<Vec<String>> = tls_rows
+            .iter()
+            .map(|row| {
+                std::iter::once(row.title.clone())
+                    .chain(names.iter().map(|n| {
+                        let c = &row.cells[n];
+                        match (c.get("tls_resumed"), c.get("tls_handshakes")) {
+                            (Some(resumed), Some(all)) => format!(
+                                "{} of {} resumed",
+                                crate::thousands(resumed.round() as u64),
+                                crate::thousands(all.round() as u64)
+                            ),
+                            _ => figure_text(c, "tls_handshakes", count),
+                        }
+                    }))
+                    .collect()
+            })
+            .collect();
+        md_table(&mut md, &header("workload", &[]), &table);
     }
 
     let _ = writeln!(md, "## Server cost in detail\n");

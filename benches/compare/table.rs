@@ -14,7 +14,7 @@ use crate::servers::ServerKind;
 use crate::summary::{Show, kib, mib, ms, rate, times};
 
 /// The figures every cell holds the median of (see `RunResult::figure`).
-pub const FIGURES: [&str; 23] = [
+pub const FIGURES: [&str; 25] = [
     "messages_per_s",
     "p99_ms",
     "wall_s",
@@ -38,6 +38,8 @@ pub const FIGURES: [&str; 23] = [
     "delivery_p50_ms",
     "delivery_p99_ms",
     "delivery_max_ms",
+    "tls_handshakes",
+    "tls_resumed",
 ];
 
 /// Medians of one workload on one server, over the runs that measured
@@ -450,6 +452,14 @@ pub fn judge(
             per_s,
         );
     }
+    j.across(
+        "#15: wss serial-short with resumption ≥ 1.2× without it on ours",
+        "wss-serial-short-slow",
+        "wss-serial-short-slow-full",
+        "messages_per_s",
+        1.2,
+        per_s,
+    );
     j.across(
         "#15: wss text round trips ≥ 0.9× ws text round trips on ours",
         "wss-pingpong",

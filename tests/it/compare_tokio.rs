@@ -334,6 +334,48 @@ pub fn check_wss_with_python(server: &Server, ca: &Path) {
         text(&out.stderr),
         server.proc.stderr.all()
     );
+    // What `make compare`'s wss rows run: our client, trusting the CA,
+    // one connection per image, every handshake after the first resumed.
+    let url = server.url("/");
+    let ca = ca.to_str().unwrap();
+    let out = wsbench(
+        &[
+            "bench",
+            "--url",
+            &url,
+            "--mode",
+            "serial-short",
+            "--count",
+            "5",
+            "--verify",
+            "--ca-file",
+            ca,
+            "--timeout",
+            "10s",
+            "--json",
+        ],
+        Duration::from_secs(60),
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "bench {url}: {e}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        )
+    });
+    assert_eq!(
+        (summary["ok"].as_u64(), summary["failed"].as_u64()),
+        (Some(5), Some(0)),
+        "{summary}"
+    );
+    assert_eq!(
+        (
+            summary["tls_handshakes"].as_u64(),
+            summary["tls_resumed"].as_u64()
+        ),
+        (Some(5), Some(4)),
+        "{summary}"
+    );
 }
 
 #[test]

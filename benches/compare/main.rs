@@ -84,6 +84,10 @@ pub struct Settings {
     pub rounds: u32,
     /// Images of each `wsbench bench` run.
     pub count: u64,
+    /// Images of each wss run: half as many, since at about half the ws
+    /// rate and with three rows on three servers they would otherwise add
+    /// more than two minutes to the run (#15, #17).
+    pub wss_count: u64,
     pub pings: u64,
     pub idle_connections: u64,
     pub idle_hold: Duration,
@@ -100,6 +104,7 @@ impl Settings {
             quick,
             rounds: if quick { 1 } else { 3 },
             count: if quick { 200 } else { 1000 },
+            wss_count: if quick { 100 } else { 500 },
             pings: if quick { 2000 } else { 10_000 },
             idle_connections: if quick { 2000 } else { 10_000 },
             idle_hold: Duration::from_secs(if quick { 1 } else { 5 }),

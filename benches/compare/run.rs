@@ -468,9 +468,13 @@ pub fn run_one(
     match workload.load {
         Load::Bench { mode, response } => {
             let csv = out.join("csv").join(format!("{stem}.csv"));
+            let all = match workload.tls {
+                Tls::Off => settings.count,
+                Tls::On | Tls::NoResume => settings.wss_count,
+            };
             let count = match mode {
-                "parallel" => settings.count,
-                _ => (settings.count as f64 * kind.serial_share).round() as u64,
+                "parallel" => all,
+                _ => (all as f64 * kind.serial_share).round() as u64,
             };
             run_bench(
                 &mut result,

@@ -321,13 +321,15 @@ fn preamble(
     );
     let _ = writeln!(
         md,
-        "The wss rows (#15) run the same client over TLS: every server serves one ECDSA P-256 \
-         certificate for 127.0.0.1 made for the run (rcgen), signed by a CA our client \
+        "The wss rows (#15) run the same client over TLS, with {} images a run (half the \
+         others'; python again half of that in serial and serial-short): every server \
+         serves one ECDSA P-256 certificate for 127.0.0.1 made for the run (rcgen), signed by a CA our client \
          trusts with `--ca-file`; ours and tokio (tokio-rustls) use rustls with the ring \
          provider and stateless session tickets, python its `ssl` module (OpenSSL). \
          serial-short opens a connection per image, so after the first its handshakes \
          resume a session; its `full handshakes` row runs our client with `--no-resume`, \
-         what every connection would cost without tickets.\n"
+         what every connection would cost without tickets.\n",
+        settings.wss_count
     );
 }
 

@@ -4,9 +4,10 @@
 //! trips, serial-short with and without session resumption, and 10,000
 //! idle wss:// connections (the server's RSS for each).
 //!
-//! The servers use `--tls-self-signed`; the clients, `--insecure` (child
-//! processes) or a config that skips verification (this process): what
-//! is measured is the session, not the certificate check.
+//! The TLS servers present a certificate made here for 127.0.0.1, and the
+//! clients verify it (`--ca-file`), as a real client would: a full
+//! handshake's cost includes checking the chain, which is what session
+//! resumption saves.
 
 use std::time::{Duration, Instant};
 
@@ -17,11 +18,27 @@ use crate::{bench_json_on, capacity, median, pinning, start_server_on};
 
 type Add<'a> = &'a mut dyn FnMut(&str, f64, &'static str, Option<(String, bool)>, String);
 
+/// A self-signed certificate for 127.0.0.1 and its key, as PEM files
+/// under target/bench/tls; returns (certificate, key).
+fn certificate() -> (String, String) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench/tls");
+    std::fs::create_dir_all(&dir).unwrap();
+    let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    (
+        cert.to_string_lossy().into_owned(),
+        key.to_string_lossy().into_owned(),
+    )
+}
+
 pub fn section(quick: bool, add: Add<'_>) {
     let repeats = if quick { 2 } else { 5 };
     let (client_cpu, server_cpu) = pinning::placement();
+    let (cert, key) = certificate();
     let plain = start_server_on(&[], server_cpu);
-    let tls = start_server_on(&["--tls-self-signed"], server_cpu);
+    let tls = start_server_on(&["--tls-cert", &cert, "--tls-key", &key], server_cpu);
     let ws = format!("ws://{}/", plain.1);
     let wss = format!("wss://{}/", tls.1);
 
@@ -35,7 +52,8 @@ pub fn section(quick: bool, add: Add<'_>) {
                 &[
                     "--url",
                     url,
-                    "--insecure",
+                    "--ca-file",
+                    &cert,
                     "--count",
                     count,
                     "--mode",
@@ -58,7 +76,7 @@ pub fn section(quick: bool, add: Add<'_>) {
     // Text round trips, blocks of 500 alternating on two open connections.
     wsbench::client::tls::install(
         &wsbench::cli::TlsArgs {
-            insecure: true,
+            ca_files: vec![cert.clone().into()],
             ..Default::default()
         },
         &[],
@@ -86,7 +104,8 @@ pub fn section(quick: bool, add: Add<'_>) {
             &[
                 "--url",
                 &wss,
-                "--insecure",
+                "--ca-file",
+                &cert,
                 "--count",
                 count,
                 "--mode",
@@ -100,7 +119,8 @@ pub fn section(quick: bool, add: Add<'_>) {
             &[
                 "--url",
                 &wss,
-                "--insecure",
+                "--ca-file",
+                &cert,
                 "--no-resume",
                 "--count",
                 count,
@@ -125,7 +145,7 @@ pub fn section(quick: bool, add: Add<'_>) {
     drop((plain, tls));
 
     let n = if quick { 2000 } else { 10_000 };
-    let (held, per_conn, alive) = idle_wss(n);
+    let (held, per_conn, alive) = idle_wss(n, &cert, &key);
     add(
         &format!("tls: idle wss:// connections held (of {n})"),
         held as f64,
@@ -172,8 +192,18 @@ fn text_pair(ws: &str, wss: &str, n: usize) -> (f64, f64) {
 
 /// `wsbench load` of `n` wss:// connections held 3 s against a TLS server
 /// of its own; returns (held, server KiB per connection, server alive).
-fn idle_wss(n: usize) -> (usize, f64, bool) {
-    let mut server = start_server_on(&["--tls-self-signed", "--max-connections", "12000"], None);
+fn idle_wss(n: usize, cert: &str, key: &str) -> (usize, f64, bool) {
+    let mut server = start_server_on(
+        &[
+            "--tls-cert",
+            cert,
+            "--tls-key",
+            key,
+            "--max-connections",
+            "12000",
+        ],
+        None,
+    );
     let pid = server.0.id();
     let rss_before = capacity::status(pid, "VmRSS:");
     let batch = 500;
@@ -182,7 +212,8 @@ fn idle_wss(n: usize) -> (usize, f64, bool) {
             "load",
             "--url",
             &format!("wss://{}/echo", server.1),
-            "--insecure",
+            "--ca-file",
+            cert,
         ])
         .args(["--workers", "2", "--batch-size", &batch.to_string()])
         .args(["--rounds", &(n / batch / 2).max(1).to_string()])

@@ -528,6 +528,26 @@ impl Write for DontWait<'_> {
     }
 }
 
+/// The rustls crypto of both sides: ring, with AES-128-GCM preferred.
+/// rustls lists AES-256-GCM/SHA-384 first; browsers offer AES-128 first,
+/// and on this CPU it moves a 480 KB image about a third faster (10 AES
+/// rounds, not 14) and its SHA-256 key schedule costs less per handshake.
+pub fn crypto() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
+    use rustls::crypto::ring::{cipher_suite, default_provider};
+    let mut provider = default_provider();
+    provider.cipher_suites.sort_by_key(|suite| {
+        [
+            cipher_suite::TLS13_AES_128_GCM_SHA256,
+            cipher_suite::TLS13_AES_256_GCM_SHA384,
+            cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+        ]
+        .iter()
+        .position(|preferred| preferred.suite() == suite.suite())
+        .unwrap_or(usize::MAX)
+    });
+    std::sync::Arc::new(provider)
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic under the lock leaves the session mid-record at worst; the
     // connection ends right after, so poisoning adds nothing.

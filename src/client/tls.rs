@@ -47,7 +47,7 @@ pub fn config() -> Result<Arc<ClientConfig>, Error> {
 }
 
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    crate::stream::crypto()
 }
 
 fn build(args: &TlsArgs, extra: &[CertificateDer<'static>]) -> Result<ClientConfig, Error> {

@@ -26,8 +26,7 @@ pub fn config(
         _ => return Ok(None),
     };
     let leaf = chain[0].clone();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
+    let mut config = ServerConfig::builder_with_provider(crate::stream::crypto())
         .with_safe_default_protocol_versions()
         .and_then(|builder| builder.with_no_client_auth().with_single_cert(chain, key))
         .map_err(|e| Error::Other(format!("cannot use the TLS certificate: {e}")))?;

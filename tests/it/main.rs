@@ -31,4 +31,5 @@ mod pingpong;
 mod report;
 mod server_image;
 mod tls;
+mod tls_clients;
 mod utf8_strict;

@@ -1,10 +1,11 @@
 //! `--tls-cert` and `--tls-key` (#15): the rustls configuration of the
 //! `wss://` rows of `make compare`, set up as `wsbench server`'s is, so
 //! that a comparison measures the I/O model and not two TLS set-ups: the
-//! ring provider, rustls's safe default protocol versions (TLS 1.3 and
-//! 1.2), no client authentication, and stateless TLS 1.3 session tickets
-//! (`Ticketer`) for a client that resumes. The handshake itself runs in
-//! the connection's task (`main.rs`).
+//! main crate's crypto provider (`wsbench::stream::crypto`: ring, with
+//! AES-128-GCM first), rustls's safe default protocol versions (TLS 1.3
+//! and 1.2), no client authentication, and stateless TLS 1.3 session
+//! tickets (`Ticketer`) for a client that resumes. The handshake itself
+//! runs in the connection's task (`main.rs`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -21,7 +22,7 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
     let chain = load_chain(cert)?;
     let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| format!("cannot read --tls-key {}: {e}", key.display()))?;
-    let mut config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
+    let mut config = ServerConfig::builder_with_provider(wsbench::stream::crypto())
         .with_safe_default_protocol_versions()
         .and_then(|builder| builder.with_no_client_auth().with_single_cert(chain, key))
         .map_err(|e| format!("cannot use the TLS certificate: {e}"))?;

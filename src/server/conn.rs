@@ -133,6 +133,9 @@ impl Conn {
         control: &dyn Control,
         mut on_message: impl FnMut(&Peer, Message) -> Result<(), Stop>,
     ) -> End {
+        // The handshakes are behind us and were this thread's deepest use
+        // of its stack; an idle connection keeps only what its loop uses.
+        crate::process::release_unused_stack();
         let peer = Arc::clone(&self.peer);
         let mut timer = ReadTimer::new(heartbeat);
         loop {

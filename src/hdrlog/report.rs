@@ -37,12 +37,14 @@ const COLOURS: [RGBColor; 6] = [
     RGBColor(140, 86, 75),
 ];
 
-/// Writes `latency.md` and `latency-by-percentile.svg` into `dir` for
-/// `logs` (name, log); returns the paths written.
+/// Writes `latency.md`, `latency.json` (the same figures in µs, for
+/// scripts) and `latency-by-percentile.svg` into `dir` for `logs` (name,
+/// log); returns the paths written.
 pub fn write(dir: &Path, logs: &[(String, Log)]) -> Result<Vec<String>, Error> {
     let merged = merge(logs);
     let outputs = [
         ("latency.md", table(logs, &merged)),
+        ("latency.json", json(logs, &merged)),
         ("latency-by-percentile.svg", plot(logs, &merged)?),
     ];
     let mut written = Vec::new();
@@ -108,6 +110,47 @@ fn table(logs: &[(String, Log)], merged: &Histogram<u64>) -> String {
          percentiles.\n\n![latency by percentile](latency-by-percentile.svg)\n",
     );
     md
+}
+
+#[derive(serde::Serialize)]
+struct JsonRow<'a> {
+    name: &'a str,
+    intervals: usize,
+    count: u64,
+    p50_us: u64,
+    p90_us: u64,
+    p99_us: u64,
+    p999_us: u64,
+    p9999_us: u64,
+    max_us: u64,
+}
+
+fn json_row<'a>(name: &'a str, intervals: usize, h: &Histogram<u64>) -> JsonRow<'a> {
+    let q = |q: f64| h.value_at_quantile(q);
+    JsonRow {
+        name,
+        intervals,
+        count: h.len(),
+        p50_us: q(0.5),
+        p90_us: q(0.9),
+        p99_us: q(0.99),
+        p999_us: q(0.999),
+        p9999_us: q(0.9999),
+        max_us: q(1.0),
+    }
+}
+
+fn json(logs: &[(String, Log)], merged: &Histogram<u64>) -> String {
+    let rows: Vec<JsonRow> = logs
+        .iter()
+        .map(|(name, log)| json_row(name, log.intervals.len(), &log.total))
+        .collect();
+    let intervals = logs.iter().map(|(_, l)| l.intervals.len()).sum();
+    let value = serde_json::json!({
+        "logs": rows,
+        "merged": json_row("all logs merged", intervals, merged),
+    });
+    serde_json::to_string_pretty(&value).expect("plain numbers and strings") + "\n"
 }
 
 /// x of a quantile on the plot: 1 / (1 − q) on a log axis, so 90%, 99%,

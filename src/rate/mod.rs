@@ -33,11 +33,13 @@ use conn::{ConnResult, Payload, Schedule};
 /// reply: a small stack lets thousands start.
 const CONN_STACK: usize = 256 * 1024;
 
-/// How long past the end of the schedule a late message may still leave.
-const GRACE: Duration = Duration::from_millis(50);
-
-/// Below this share of the rate asked, the summary says it was not reached.
-const REACHED: f64 = 0.99;
+/// How long past the end of the schedule messages still due may leave: a
+/// tenth of the run, within these bounds. A connection held up at the end
+/// (a stall, a thread woken late) sends its backlog, which then counts
+/// with the wait in its latency; what is still unsent after that was
+/// beyond reach.
+const GRACE_MIN: Duration = Duration::from_millis(100);
+const GRACE_MAX: Duration = Duration::from_secs(1);
 
 /// Percentiles of one measure, in seconds.
 #[derive(Debug, Default, Clone, Copy, Serialize)]
@@ -85,7 +87,8 @@ pub struct RateSummary {
     /// Due while their connection still waited for a reply; sent late,
     /// with the wait in their corrected latency.
     pub sent_late_connection_busy: u64,
-    /// Messages sent per second of the measured time.
+    /// Messages due in the measured time that were sent, per second of
+    /// it (late ones included: their wait is in their latency).
     pub achieved_per_s: f64,
     pub rate_reached: bool,
     pub interrupted: bool,
@@ -201,7 +204,7 @@ pub fn run(args: &BenchArgs, rate: f64) -> Result<(), Error> {
         connections: k,
         measure_from,
         end: measure_from + args.duration,
-        grace: GRACE,
+        grace: (args.duration / 10).clamp(GRACE_MIN, GRACE_MAX),
     });
     for _ in 0..threads.len() {
         let _ = go_tx.send(Some(std::sync::Arc::clone(&schedule)));
@@ -241,7 +244,7 @@ pub fn run(args: &BenchArgs, rate: f64) -> Result<(), Error> {
         unsent: merged.unsent,
         sent_late_connection_busy: merged.busy,
         achieved_per_s: achieved,
-        rate_reached: merged.unsent == 0 && achieved >= REACHED * rate,
+        rate_reached: merged.unsent == 0,
         interrupted: crate::signal::interrupted(),
         corrected: Percentiles::of(&merged.corrected),
         uncorrected: Percentiles::of(&merged.uncorrected),

@@ -52,7 +52,7 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    fn of(latency: &Latency) -> Percentiles {
+    pub fn of(latency: &Latency) -> Percentiles {
         if latency.count() == 0 {
             return Percentiles::default();
         }

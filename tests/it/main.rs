@@ -19,6 +19,7 @@ mod chat_server;
 mod compare_python;
 mod compare_tokio;
 mod endpoints;
+mod fanout;
 mod fuzz_server;
 mod http;
 mod http_hostile;

@@ -143,6 +143,7 @@ pub fn run(args: &BenchArgs, rate: f64) -> Result<(), Error> {
             .name(format!("rate-conn-{c}"))
             .stack_size(CONN_STACK)
             .spawn(move || {
+                conn::tighten_timer_slack();
                 let ws = match crate::client::connect(&url, payload.timeout) {
                     Ok(connected) => {
                         let _ = ready_tx.send(Ok(()));

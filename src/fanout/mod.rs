@@ -297,6 +297,7 @@ fn pace(
         lag: Latency::default(),
         elapsed: Duration::ZERO,
     };
+    crate::rate::tighten_timer_slack();
     let mut dead = vec![false; publishers];
     let mut text = String::new();
     for i in 0..total {

@@ -27,6 +27,7 @@ use crate::export;
 use crate::hdrlog::Intervals;
 use crate::metrics::{Latency, human};
 
+pub use conn::tighten_timer_slack;
 use conn::{ConnResult, Payload, Schedule};
 
 /// A connection thread sends one message at a time and reads a short

@@ -172,7 +172,7 @@ pub fn serial_section(quick: bool, add: &mut Add<'_>) {
     let count = if quick { "300" } else { "1000" };
     let duration = if quick { "2s" } else { "5s" };
     let rounds = if quick { 1 } else { 3 };
-    let (mut max, mut closed_p50) = (vec![], vec![]);
+    let (mut max, mut closed_p50, mut closed_p99) = (vec![], vec![], vec![]);
     let (mut p99_50, mut p99_90, mut ratio_50, mut ratio_90) = (vec![], vec![], vec![], vec![]);
     for _ in 0..rounds {
         let closed = match run_json(
@@ -189,6 +189,7 @@ pub fn serial_section(quick: bool, add: &mut Add<'_>) {
         let p50 = f(&closed, &["total", "p50"]);
         max.push(rate);
         closed_p50.push(p50 * 1e3);
+        closed_p99.push(f(&closed, &["total", "p99"]) * 1e3);
         for (share, p99s, ratios) in [
             (0.5, &mut p99_50, &mut ratio_50),
             (0.9, &mut p99_90, &mut ratio_90),
@@ -235,6 +236,13 @@ pub fn serial_section(quick: bool, add: &mut Add<'_>) {
         "ms",
         None,
         String::new(),
+    );
+    add(
+        "serial images, closed loop: total p99",
+        median(closed_p99),
+        "ms",
+        None,
+        "for scale: what the machine's noise does to a run of this length".into(),
     );
     for (share, p99s, ratios) in [(50, p99_50, ratio_50), (90, p99_90, ratio_90)] {
         if p99s.is_empty() {

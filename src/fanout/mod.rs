@@ -89,8 +89,9 @@ pub struct FanoutSummary {
     pub per_sender: Vec<SenderFigures>,
 }
 
-/// Connects member `k` to its URL; returns its writer and a way to shut
-/// its socket down (the one thing done with the stream, whatever its type).
+/// A member as the run holds it: its writer (the pacer publishes through
+/// it) and a way to shut its socket down, the one thing done with the
+/// stream, whatever its type.
 struct Member {
     writer: tungstenite::WebSocket<crate::client::connect::WriteHalf>,
     shutdown: Box<dyn Fn() + Send>,

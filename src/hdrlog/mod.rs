@@ -107,7 +107,6 @@ impl Intervals {
                 .add_comment("values in microseconds")
                 .with_start_time(started)
                 .with_base_time(started)
-                .with_max_value_divisor(1.0)
                 .begin_log_with(&mut out, &mut serializer)
                 .map_err(|e| fail(io_cause(&e)))?;
             for (i, h) in self.seconds.iter().enumerate() {

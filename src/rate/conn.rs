@@ -114,7 +114,12 @@ pub fn run(
         }
         let measured = intended >= schedule.measure_from;
         let now = Instant::now();
-        if broken || crate::signal::interrupted() || now >= schedule.end + schedule.grace {
+        let interrupted = crate::signal::interrupted();
+        if interrupted && intended > now {
+            // Ctrl-C: what was due so far is counted, nothing later.
+            break;
+        }
+        if broken || interrupted || now >= schedule.end + schedule.grace {
             // Due, never sent: its wait so far counts against latency.
             if measured {
                 let stop = now.max(schedule.end);

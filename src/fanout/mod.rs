@@ -107,6 +107,8 @@ pub fn run(args: FanoutArgs) -> Result<(), Error> {
         Some(server) => vec![format!("{}/chat/fanout", server.url())],
         None => args.urls.clone(),
     };
+    // wss:// members check the server as every client command does.
+    crate::client::tls::install(&args.trust, &[])?;
     if let Some(server) = &embedded {
         log::info!("embedded server on {}", server.url());
     }

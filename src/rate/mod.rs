@@ -103,10 +103,12 @@ pub struct RateSummary {
 }
 
 pub fn run(args: &BenchArgs, rate: f64) -> Result<(), Error> {
-    let (url, embedded) = crate::embedded::url_or_embedded(args.url.as_deref(), || ServerArgs {
-        response: args.response,
-        ..ServerArgs::default()
-    })?;
+    let (url, embedded) =
+        crate::embedded::url_or_embedded(args.url.as_deref(), &args.trust, || ServerArgs {
+            response: args.response,
+            tls_self_signed: args.tls,
+            ..ServerArgs::default()
+        })?;
     if embedded.is_some() {
         log::info!(
             "embedded server on {} (response {})",

@@ -33,4 +33,5 @@ mod rate;
 mod report;
 mod server_image;
 mod tls;
+mod tls_clients;
 mod utf8_strict;

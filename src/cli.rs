@@ -269,7 +269,7 @@ pub struct FanoutArgs {
     /// server instances of one fleet) [default: an embedded server].
     #[arg(long = "url", value_name = "URL")]
     pub urls: Vec<String>,
-    /// Members of the room; every one publishes and every one listens.
+    /// Members of the room; every one listens, and all but --slow-members publish.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(2..=20_000))]
     pub clients: u32,
     /// Messages published per second, all members together.

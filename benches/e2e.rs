@@ -29,15 +29,22 @@
 //! - tls (#15): wss:// beside ws:// on serial images and text round
 //!   trips, serial-short with and without session resumption, 10,000
 //!   idle wss:// connections (`common/tls.rs`).
+//! - open loop (#16, `common/rate.rs`): `wsbench fanout` paced with 100
+//!   members and a sweep for the highest rate with delivery p99 ≤ 10 ms;
+//!   serial images at 50% and 90% of the closed-loop maximum, corrected
+//!   p99; the generator's lag at 20,000 text messages/s.
 //!
 //! Writes target/bench/results.md and target/bench/results.json.
 //! WSBENCH_QUICK=1 runs a smaller pass; words after `--` pick sections
-//! (serial, parallel, http, chat, scale, pingpong, load, capacity, tls).
+//! (serial, parallel, http, chat, scale, pingpong, load, capacity, tls,
+//! rate-fanout, rate-images, rate-lag).
 
 #[path = "common/capacity.rs"]
 mod capacity;
 #[path = "common/pinning.rs"]
 mod pinning;
+#[path = "common/rate.rs"]
+mod rate;
 #[path = "common/tls.rs"]
 mod tls;
 
@@ -906,6 +913,16 @@ fn main() {
             String::new(),
         );
         drop(load_server);
+    }
+
+    if wants("rate-fanout") {
+        rate::fanout_section(quick, &mut add);
+    }
+    if wants("rate-images") {
+        rate::serial_section(quick, &mut add);
+    }
+    if wants("rate-lag") {
+        rate::lag_section(quick, &mut add);
     }
 
     write_results(&figures, quick, &only);

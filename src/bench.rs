@@ -123,6 +123,10 @@ impl FailureStreak {
 }
 
 pub fn run(args: BenchArgs) -> Result<(), Error> {
+    if let Some(rate) = args.rate {
+        // Open loop: a fixed schedule instead of a count (#16).
+        return crate::rate::run(&args, rate);
+    }
     let (url, embedded) =
         crate::embedded::url_or_embedded(args.url.as_deref(), &args.trust, || ServerArgs {
             response: args.response,

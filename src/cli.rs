@@ -38,6 +38,9 @@ pub enum Command {
     Load(LoadArgs),
     /// Summarise `bench` CSV files: a Markdown table and two SVG plots.
     Report(ReportArgs),
+    /// Chat fan-out at a fixed rate: N members of one room publish, every
+    /// member times each delivery from its intended send time (#16).
+    Fanout(FanoutArgs),
 }
 
 /// When the server computes an image's statistics relative to its reply.
@@ -205,6 +208,100 @@ pub struct BenchArgs {
     pub tls: bool,
     #[command(flatten)]
     pub trust: TlsArgs,
+    /// Open loop (#16): send this many messages per second in all, on a
+    /// fixed schedule over --connections, whether or not replies came
+    /// back; latency counts from each message's intended send time
+    /// (coordinated omission corrected, as wrk2).
+    #[arg(long, value_name = "PER_S", value_parser = parse_rate, conflicts_with_all = ["mode", "count", "concurrency"])]
+    pub rate: Option<f64>,
+    /// With --rate: how long to measure, after --warmup.
+    #[arg(long, default_value = "10s", value_parser = parse_positive_duration, requires = "rate")]
+    pub duration: Duration,
+    /// With --rate: long-lived connections the schedule is spread over,
+    /// each with one message in flight.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=20_000), requires = "rate")]
+    pub connections: u32,
+    /// With --rate: run the schedule this long first, unmeasured.
+    #[arg(long, default_value = "0s", value_parser = parse_duration, requires = "rate")]
+    pub warmup: Duration,
+    /// With --rate: binary (an image of --size) or text (`Ping {n}!`,
+    /// answered by any server that answers text).
+    #[arg(long, value_enum, default_value_t = MessageKind::Binary, requires = "rate")]
+    pub message: MessageKind,
+    /// With --rate: write the corrected latencies as an HdrHistogram
+    /// interval log (µs, one interval a second), for `wsbench report`.
+    #[arg(long, value_name = "FILE", requires = "rate")]
+    pub hdr_log: Option<PathBuf>,
+}
+
+/// What `bench --rate` sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MessageKind {
+    /// The seeded image of --size bytes.
+    Binary,
+    /// `Ping {n}!`: small-message latency against any server that answers text.
+    Text,
+}
+
+impl MessageKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::Binary => "binary",
+            MessageKind::Text => "text",
+        }
+    }
+}
+
+/// A rate in messages per second: a positive, finite number.
+pub fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!(
+            "`{text}` is not a rate (messages per second, e.g. 500 or 2.5)"
+        )),
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FanoutArgs {
+    /// A chat room to join, e.g. ws://127.0.0.1:7788/chat/fanout;
+    /// repeatable: members are spread over the URLs in turn (several
+    /// server instances of one fleet) [default: an embedded server].
+    #[arg(long = "url", value_name = "URL")]
+    pub urls: Vec<String>,
+    /// Members of the room; every one listens, and all but --slow-members publish.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(2..=20_000))]
+    pub clients: u32,
+    /// Messages published per second, all members together.
+    #[arg(long, value_name = "PER_S", value_parser = parse_rate)]
+    pub rate: f64,
+    /// How long to publish.
+    #[arg(long, default_value = "10s", value_parser = parse_positive_duration)]
+    pub duration: Duration,
+    /// Pad each message to at least this many bytes (`512`, `4KiB`).
+    #[arg(long, default_value = "0", value_parser = parse_size)]
+    pub size: usize,
+    /// Members (of --clients) that only listen, and read one message every
+    /// 100 ms: a slow consumer, to see the server drop it (1008) while the
+    /// others lose nothing.
+    #[arg(long, default_value_t = 0)]
+    pub slow_members: u32,
+    /// How long deliveries may trail the last message published; later
+    /// ones count as lost.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub drain: Duration,
+    /// Limit of each connect.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Write the delivery latencies as an HdrHistogram interval log (µs,
+    /// one interval a second), for `wsbench report`.
+    #[arg(long, value_name = "FILE")]
+    pub hdr_log: Option<PathBuf>,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub trust: TlsArgs,
 }
 
 /// How a client checks a `wss://` (or `https://`) server: every client
@@ -356,8 +453,9 @@ pub struct LoadArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct ReportArgs {
-    /// CSV files written by `wsbench bench --out`; one table row and one
-    /// plot series each.
+    /// CSV files written by `wsbench bench --out`, one table row and one
+    /// plot series each; HdrHistogram interval logs (`--hdr-log`) too,
+    /// merged into one latency-by-percentile plot and table.
     #[arg(value_name = "FILE", required = true)]
     pub files: Vec<PathBuf>,
     /// Directory for summary.md, response-time.svg and process-time.svg

@@ -26,6 +26,12 @@
 //! - [`process`]: this process's limits (the open-file limit).
 //! - [`progress`]: the progress bar, on a terminal only.
 //! - [`signal`]: Ctrl-C and SIGTERM, for every subcommand.
+//! - [`rate`]: `wsbench bench --rate`, the open-loop generator: a fixed
+//!   schedule, latency from each message's intended send time (#16).
+//! - [`fanout`]: `wsbench fanout`, a chat room publishing at a fixed rate,
+//!   every delivery timed and checked for loss and order (#16).
+//! - [`hdrlog`]: HdrHistogram interval logs: written by `--hdr-log`,
+//!   merged and drawn by `report`.
 
 pub mod bench;
 pub mod chat;
@@ -34,11 +40,14 @@ pub mod client;
 pub mod embedded;
 pub mod error;
 pub mod export;
+pub mod fanout;
+pub mod hdrlog;
 pub mod load;
 pub mod metrics;
 pub mod pingpong;
 pub mod process;
 pub mod progress;
+pub mod rate;
 pub mod report;
 pub mod server;
 pub mod signal;

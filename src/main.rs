@@ -18,6 +18,7 @@ fn main() -> ExitCode {
         Command::Pingpong(args) => wsbench::pingpong::run(args),
         Command::Load(args) => wsbench::load::run(args),
         Command::Report(args) => wsbench::report::run(args),
+        Command::Fanout(args) => wsbench::fanout::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

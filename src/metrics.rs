@@ -77,6 +77,11 @@ impl Latency {
         self.histogram.len()
     }
 
+    /// The value at quantile `q` (0.999 for p99.9), in seconds; 0 when empty.
+    pub fn quantile(&self, q: f64) -> f64 {
+        self.histogram.value_at_quantile(q) as f64 / 1e9
+    }
+
     pub fn summary(&self) -> LatencySummary {
         let s = |ns: u64| ns as f64 / 1e9;
         if self.histogram.is_empty() {

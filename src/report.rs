@@ -9,6 +9,10 @@
 //! from `metrics::Latency`, the same recorder `bench` summarises with, so
 //! both print the same figures for the same run. Drawing is `plotters`'
 //! SVG backend: text stays `<text>` elements, so no font is read here.
+//!
+//! HdrHistogram interval logs (`--hdr-log`, #16) given beside the CSVs are
+//! told apart by their content and handed to `hdrlog::report`, which
+//! merges them and draws latency by percentile.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -61,21 +65,32 @@ const PLOT_SIZE: (u32, u32) = (960, 640);
 
 pub fn run(args: ReportArgs) -> Result<(), Error> {
     let names = display_names(&args.files);
-    let runs = args
-        .files
-        .iter()
-        .zip(names)
-        .map(|(path, name)| {
-            Ok(Run {
+    // HdrHistogram interval logs (`--hdr-log`, #16) sit beside CSVs on the
+    // command line and are told apart by their content.
+    let mut logs = Vec::new();
+    let mut runs = Vec::new();
+    for (path, name) in args.files.iter().zip(names) {
+        if crate::hdrlog::file_is_log(path)? {
+            logs.push((name, crate::hdrlog::read(path)?));
+        } else {
+            runs.push(Run {
                 name,
                 rows: read_csv(path)?,
-            })
-        })
-        .collect::<Result<Vec<Run>, Error>>()?;
+            });
+        }
+    }
     std::fs::create_dir_all(&args.out).map_err(|e| Error::Output {
         path: args.out.display().to_string(),
         cause: io_cause(&e),
     })?;
+    if !logs.is_empty() {
+        for path in crate::hdrlog::report::write(&args.out, &logs)? {
+            println!("{path}");
+        }
+    }
+    if runs.is_empty() {
+        return Ok(());
+    }
 
     let summaries: Vec<RunSummary> = runs.iter().map(summarise).collect();
     let outputs = [

@@ -28,6 +28,7 @@ mod limits;
 mod load;
 mod misbehaving_peers;
 mod pingpong;
+mod redis;
 mod report;
 mod server_image;
 mod tls;

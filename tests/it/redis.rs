@@ -493,3 +493,25 @@ fn a_bad_redis_url_is_bad_usage() {
         );
     });
 }
+
+#[test]
+fn an_instance_shutting_down_tells_the_fleet_its_members_left() {
+    timed!(LIMIT, {
+        let redis = Redis::start();
+        let mut a = instance(&redis.url());
+        let b = instance(&redis.url());
+        let mut leaving = join(&a, "/chat/bye");
+        settle(&a, &b);
+        let mut staying = join(&b, "/chat/bye");
+        assert_eq!(next_text(&mut leaving), JOINED);
+        leaving.send(Message::text("who am i")).unwrap();
+        let line = next_text(&mut staying);
+        let (id, _) = relayed(&line);
+        let status = a.terminate(Duration::from_secs(5));
+        assert!(status.success(), "{status:?}");
+        // Its 1001 went out before the leave lines were published.
+        assert_eq!(next_text(&mut staying), format!("client {id} has left"));
+        drop((leaving, staying));
+        drop(b);
+    });
+}

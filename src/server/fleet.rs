@@ -124,6 +124,8 @@ struct Ids {
     reserve: Range<u64>,
     nonce: u64,
     next_local: u64,
+    /// No reconnect of `con` from a member's thread before this.
+    next_try: Instant,
 }
 
 impl Ids {
@@ -195,9 +197,18 @@ impl Publisher {
     pub fn next_id(&self) -> u64 {
         let shared = &self.shared;
         let mut ids = shared.lock_ids();
-        if shared.up.load(Ordering::Acquire)
-            && let Some(con) = ids.con.as_mut()
-        {
+        let up = shared.up.load(Ordering::Acquire);
+        // An INCR that failed while the link stayed up (a timeout) lost
+        // its connection: connect again, at most once a retry interval,
+        // rather than spend the reserve while Redis is there.
+        if up && ids.con.is_none() && Instant::now() >= ids.next_try {
+            ids.next_try = Instant::now() + RETRY_MAX;
+            ids.con = shared
+                .connect()
+                .map_err(|e| log::debug!("redis: no id connection: {e}"))
+                .ok();
+        }
+        if up && let Some(con) = ids.con.as_mut() {
             match redis::cmd("INCR").arg(&shared.ids_key).query::<u64>(con) {
                 Ok(id) => return id,
                 Err(e) => {
@@ -261,6 +272,7 @@ impl Fleet {
                     reserve: 0..0,
                     nonce,
                     next_local: 0,
+                    next_try: Instant::now(),
                 }),
                 local_only: AtomicU64::new(0),
             }),
@@ -625,6 +637,7 @@ mod tests {
             reserve: 5..7,
             nonce: 0xfff_ffff,
             next_local: 0,
+            next_try: Instant::now(),
         };
         assert_eq!(ids.fallback(), 5);
         assert_eq!(ids.fallback(), 6);

@@ -75,8 +75,11 @@ const RESERVE: u64 = 1024;
 
 /// What the subscriber tells the publisher.
 enum Link {
-    /// Subscribed: (re)connect now, so the first message does not wait.
-    Up,
+    /// Subscribed: the publisher's new connection, made by the subscriber
+    /// before it reports the link up, so an instance that prints its
+    /// listening line holds every Redis connection it will hold (the tests'
+    /// leak check counts descriptors from there).
+    Up(Option<Connection>),
     /// Redis is gone: let go of the connection (and its descriptor).
     Down,
 }
@@ -395,7 +398,11 @@ fn subscribe_loop(
             // Subscribed: from now on what members send is shared.
             refill_ids(shared);
             shared.set_up(true);
-            let _ = link.send(Link::Up);
+            let publisher = shared
+                .connect()
+                .map_err(|e| log::debug!("redis: publisher: {e}"))
+                .ok();
+            let _ = link.send(Link::Up(publisher));
             match down_since.take() {
                 None => log::info!(
                     "redis: joined the fleet at {} (channels {}*)",
@@ -540,9 +547,7 @@ fn publish_loop(
     loop {
         crossbeam_channel::select! {
             recv(links) -> link => match link {
-                Ok(Link::Up) => {
-                    con = shared.connect().map_err(|e| log::debug!("redis: publisher: {e}")).ok();
-                }
+                Ok(Link::Up(new)) => con = new,
                 Ok(Link::Down) => con = None,
                 Err(_) => return,
             },

@@ -26,9 +26,13 @@
 //!   its measured capacity (aborts, resets, readable 503s); 10,000 chat
 //!   sessions in a row (leaked connections and threads).
 //!
+//! - tls (#15): wss:// beside ws:// on serial images and text round
+//!   trips, serial-short with and without session resumption, 10,000
+//!   idle wss:// connections (`common/tls.rs`).
+//!
 //! Writes target/bench/results.md and target/bench/results.json.
 //! WSBENCH_QUICK=1 runs a smaller pass; words after `--` pick sections
-//! (serial, parallel, http, chat, redis, scale, pingpong, load, capacity).
+//! (serial, parallel, http, chat, redis, scale, pingpong, load, capacity, tls).
 
 #[path = "common/capacity.rs"]
 mod capacity;
@@ -36,6 +40,8 @@ mod capacity;
 mod fleet;
 #[path = "common/pinning.rs"]
 mod pinning;
+#[path = "common/tls.rs"]
+mod tls;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -383,9 +389,10 @@ fn start_server_on(args: &[&str], cpu: Option<usize>) -> ServerProc {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
+    let line = line.trim();
     let addr = line
-        .trim()
         .strip_prefix("listening on ws://")
+        .or_else(|| line.strip_prefix("listening on wss://"))
         .unwrap_or_else(|| panic!("wsbench server did not start: {line:?}"))
         .to_string();
     ServerProc(child, addr)
@@ -792,6 +799,9 @@ fn main() {
     }
     if wants("capacity") {
         capacity_section(quick, &mut add);
+    }
+    if wants("tls") {
+        tls::section(quick, &mut add);
     }
     if wants("pingpong") {
         // pingpong (#7): the subcommand's own runs, each beside a raw-TCP

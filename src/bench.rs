@@ -69,6 +69,10 @@ pub struct Summary {
     pub wall_s: f64,
     pub messages_per_s: f64,
     pub mb_per_s: f64,
+    /// TLS handshakes of the run (0 over ws://) and how many of them
+    /// resumed an earlier session instead of a full handshake.
+    pub tls_handshakes: u64,
+    pub tls_resumed: u64,
     pub connect: LatencySummary,
     pub send: LatencySummary,
     pub recv: LatencySummary,
@@ -119,10 +123,12 @@ impl FailureStreak {
 }
 
 pub fn run(args: BenchArgs) -> Result<(), Error> {
-    let (url, embedded) = crate::embedded::url_or_embedded(args.url.as_deref(), || ServerArgs {
-        response: args.response,
-        ..ServerArgs::default()
-    })?;
+    let (url, embedded) =
+        crate::embedded::url_or_embedded(args.url.as_deref(), &args.trust, || ServerArgs {
+            response: args.response,
+            tls_self_signed: args.tls,
+            ..ServerArgs::default()
+        })?;
     if embedded.is_some() {
         log::info!(
             "embedded server on {} (response {})",
@@ -145,6 +151,7 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
     };
     let streak = FailureStreak::new(args.max_failures);
     let progress = crate::progress::bar(args.count, "messages");
+    let handshakes = client::tls::handshakes();
     let started = Instant::now();
     let records = match args.mode {
         BenchMode::Serial => run_serial(&job, args.count, &progress, &streak, true)?,
@@ -160,7 +167,9 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
     if let Some(path) = &args.out {
         write_csv(path, &records)?;
     }
-    let summary = summarise(&args, &job, &records, wall, streak.stopped());
+    let mut summary = summarise(&args, &job, &records, wall, streak.stopped());
+    (summary.tls_handshakes, summary.tls_resumed) =
+        client::tls::summary_since(handshakes).unwrap_or_default();
     print_summary(&summary, args.json);
 
     let failed: Vec<&Record> = records.iter().filter(|r| !r.ok).collect();
@@ -457,6 +466,8 @@ fn summarise(
         wall_s,
         messages_per_s: ok as f64 / wall_s,
         mb_per_s: (ok as f64 * args.size as f64) / 1e6 / wall_s,
+        tls_handshakes: 0,
+        tls_resumed: 0,
         connect: connect.summary(),
         send: send.summary(),
         recv: recv.summary(),
@@ -503,6 +514,13 @@ fn print_summary(s: &Summary, json: bool) {
         "throughput: {:.1} messages/s, {:.1} MB/s",
         s.messages_per_s, s.mb_per_s
     );
+    if s.tls_handshakes > 0 {
+        let _ = writeln!(
+            out,
+            "tls:        {} handshakes, {} resumed",
+            s.tls_handshakes, s.tls_resumed
+        );
+    }
     let _ = crate::metrics::write_table(
         &mut out,
         10,

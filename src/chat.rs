@@ -68,7 +68,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, BufRead, IsTerminal, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -117,6 +117,7 @@ pub fn run(args: ChatArgs) -> Result<(), Error> {
         url: args.url.clone(),
         why,
     })?;
+    crate::client::tls::install(&args.trust, &[])?;
     // Checked once here, so a bad header is a clear error and not a retry loop.
     build_request(&args).map_err(|why| Error::Url {
         url: args.url.clone(),
@@ -161,7 +162,7 @@ pub fn run(args: ChatArgs) -> Result<(), Error> {
 struct Conn {
     id: u64,
     writer: WebSocket<WriteHalf>,
-    stream: Arc<TcpStream>,
+    stream: Arc<crate::stream::Stream>,
     events: Receiver<Event>,
     ticker: Receiver<Instant>,
     /// Pings not answered yet: sequence number and when sent.
@@ -570,13 +571,15 @@ impl Chat {
     }
 
     fn connect_failed(&mut self, err: &ConnectError) -> Result<(), Error> {
-        // A server that answers but refuses the path will not change its
-        // mind: on the first attempt that is a usage problem, not a wait.
-        if let ConnectError::Status(code) = err
-            && !self.ever_connected
-            && (400..500).contains(code)
-            && !matches!(code, 408 | 429)
-        {
+        // A server that answers but refuses the path, or whose certificate
+        // we do not trust, will not change its mind: on the first attempt
+        // that is a usage problem, not a wait.
+        let refused = match err {
+            ConnectError::Status(code) => (400..500).contains(code) && !matches!(code, 408 | 429),
+            ConnectError::Untrusted(_) => true,
+            _ => false,
+        };
+        if refused && !self.ever_connected {
             return Err(Error::Connect {
                 url: self.url.text.clone(),
                 cause: err.to_string(),

@@ -203,6 +203,28 @@ pub struct BenchArgs {
     /// Print the summary as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Run the embedded server over TLS (wss://, a self-signed certificate
+    /// this run trusts).
+    #[arg(long, conflicts_with = "url")]
+    pub tls: bool,
+    #[command(flatten)]
+    pub trust: TlsArgs,
+}
+
+/// How a client checks a `wss://` (or `https://`) server: every client
+/// command flattens these in.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TlsArgs {
+    /// Also trust the CA certificates in FILE (PEM), beside the Mozilla
+    /// roots; repeatable.
+    #[arg(long = "ca-file", value_name = "FILE")]
+    pub ca_files: Vec<PathBuf>,
+    /// Do not verify the server's TLS certificate (a warning says so).
+    #[arg(long)]
+    pub insecure: bool,
+    /// A full TLS handshake on every connection: no session resumption.
+    #[arg(long)]
+    pub no_resume: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -230,6 +252,8 @@ pub struct ChatArgs {
     /// not yet delivered after this long, and exit 1.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub give_up_after: Duration,
+    #[command(flatten)]
+    pub trust: TlsArgs,
 }
 
 /// Parses `Name: value` into a valid HTTP header name and value.
@@ -294,6 +318,12 @@ pub struct PingpongArgs {
     /// Limit for each connect, send and receive.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// Run the embedded server over TLS (wss:// and https://, a
+    /// self-signed certificate this run trusts).
+    #[arg(long, conflicts_with_all = ["ws_url", "http_url"])]
+    pub tls: bool,
+    #[command(flatten)]
+    pub trust: TlsArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -324,6 +354,8 @@ pub struct LoadArgs {
     /// Print the summary as one JSON object.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub trust: TlsArgs,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -11,6 +11,8 @@
 //! - [`client`]: URLs, connecting, masked sends, the thin HTTP client.
 //! - [`embedded`]: the one place a client command starts a server.
 //! - [`stats`]: the image statistics kernel and its reply text.
+//! - [`stream`]: every connection's byte stream, server or client: TCP or
+//!   a rustls session shared by a reader and writers.
 //! - [`bench`]: `wsbench bench`, the image speed test client.
 //! - [`chat`]: `wsbench chat`, the interactive client that reconnects and
 //!   loses no typed line.
@@ -41,4 +43,5 @@ pub mod report;
 pub mod server;
 pub mod signal;
 pub mod stats;
+pub mod stream;
 pub mod wire;

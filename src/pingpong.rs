@@ -263,27 +263,45 @@ pub struct Row {
 
 pub fn run(args: PingpongArgs) -> Result<(), Error> {
     let embedded = if args.ws_url.is_none() && args.http_url.is_none() {
-        Some(crate::embedded::start(ServerArgs::default())?)
+        Some(crate::embedded::start(ServerArgs {
+            tls_self_signed: args.tls,
+            ..ServerArgs::default()
+        })?)
     } else {
         None
     };
+    let ours: Vec<_> = embedded
+        .iter()
+        .flat_map(|s| s.certificate.clone())
+        .collect();
+    crate::client::tls::install(&args.trust, &ours)?;
+    // The other side of a given URL: same host and port, same security.
     let (ws_text, http_text) = match (&args.ws_url, &args.http_url, &embedded) {
-        (_, _, Some(server)) => (
-            format!("{}/", server.url()),
-            format!("http://{}/", server.addr),
-        ),
+        (_, _, Some(server)) => {
+            let http = if server.certificate.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            (
+                format!("{}/", server.url()),
+                format!("{http}://{}/", server.addr),
+            )
+        }
         (Some(ws), Some(http), None) => (ws.clone(), http.clone()),
         (Some(ws), None, None) => {
             let url = parse_ws(ws)?;
+            let http = if url.tls { "https" } else { "http" };
             (
                 ws.clone(),
-                format!("http://{}/", authority(&url.host, url.port)),
+                format!("{http}://{}/", authority(&url.host, url.port)),
             )
         }
         (None, Some(http), None) => {
             let url = parse_http(http)?;
+            let ws = if url.tls { "wss" } else { "ws" };
             (
-                format!("ws://{}/", authority(&url.host, url.port)),
+                format!("{ws}://{}/", authority(&url.host, url.port)),
                 http.clone(),
             )
         }

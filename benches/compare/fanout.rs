@@ -247,7 +247,7 @@ pub fn run(result: &mut RunResult, addr: &str, settings: &Settings, cpu: Option<
     }
 }
 
-fn shut_down(streams: &[std::sync::Arc<std::net::TcpStream>]) {
+fn shut_down(streams: &[std::sync::Arc<wsbench::stream::Stream>]) {
     for stream in streams {
         let _ = stream.shutdown(std::net::Shutdown::Both);
     }

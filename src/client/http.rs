@@ -1,7 +1,8 @@
 //! A minimal blocking HTTP/1.1 client over `httparse`: the HTTP half of
 //! `pingpong` and the `/metrics` read of `load`. It owns one socket (kept
 //! alive, or a new one per request) and nothing else: no pool, no redirects,
-//! no TLS, no chunked bodies.
+//! no chunked bodies. `https://` goes through the same TLS stream as
+//! `wss://` (`client::connect::wrap`).
 //!
 //! Why not a general client (ureq, see #7): `pingpong` measures the cost of
 //! a request/reply on the wire, so the client must be exactly as thin as the
@@ -9,12 +10,13 @@
 //! one TCP connection per request, which a pooling agent decides for
 //! itself. httparse is already the server's parser, so this costs no crate.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::io::Write;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use super::url::HttpUrl;
 use crate::error::io_cause;
+use crate::stream::Stream;
 
 /// A response: status and whole body.
 #[derive(Debug)]
@@ -55,9 +57,11 @@ const MAX_HEAD: usize = 16 * 1024;
 pub struct Client {
     addrs: Vec<SocketAddr>,
     authority: String,
+    /// `https://`: the host name the certificate must carry.
+    tls: Option<String>,
     keep_alive: bool,
     timeout: Duration,
-    stream: Option<TcpStream>,
+    stream: Option<Stream>,
     /// Bytes read past the previous response (a pipelining server's next
     /// response would start here; ours never sends one unasked).
     buf: Vec<u8>,
@@ -81,6 +85,7 @@ impl Client {
         Ok(Client {
             addrs,
             authority: url.authority(),
+            tls: url.tls.then(|| url.host.clone()),
             keep_alive,
             timeout,
             stream: None,
@@ -90,9 +95,14 @@ impl Client {
         })
     }
 
-    fn connect(&mut self) -> Result<TcpStream, Error> {
-        let stream = super::connect::connect_any(&self.addrs, self.timeout)
+    fn connect(&mut self) -> Result<Stream, Error> {
+        let tcp = super::connect::connect_any(&self.addrs, self.timeout)
             .map_err(|e| Error::Connect(io_cause(&e)))?;
+        let stream = match &self.tls {
+            None => Stream::new(tcp),
+            Some(host) => super::connect::wrap(tcp, true, host, self.timeout)
+                .map_err(|e| Error::Connect(e.to_string()))?,
+        };
         self.connections += 1;
         Ok(stream)
     }
@@ -123,7 +133,7 @@ impl Client {
         }
         self.request.extend_from_slice(b"\r\n");
         self.request.extend_from_slice(body);
-        (&stream)
+        stream
             .write_all(&self.request)
             .map_err(|e| Error::Io(format!("send: {}", io_cause(&e))))?;
         let (response, reusable) = self.read_response(&stream, method == "HEAD")?;
@@ -137,7 +147,7 @@ impl Client {
     /// next request.
     fn read_response(
         &mut self,
-        stream: &TcpStream,
+        stream: &Stream,
         head_only: bool,
     ) -> Result<(Response, bool), Error> {
         let (status, head_len, body_len, close) = loop {
@@ -214,10 +224,10 @@ impl Client {
 }
 
 /// Reads what is there into `buf`; false at end of stream.
-fn fill(stream: &TcpStream, buf: &mut Vec<u8>) -> Result<bool, Error> {
+fn fill(stream: &Stream, buf: &mut Vec<u8>) -> Result<bool, Error> {
     let start = buf.len();
     buf.resize(start + 4096, 0);
-    let read = (&*stream).read(&mut buf[start..]);
+    let read = stream.read(&mut buf[start..]);
     match read {
         Ok(n) => {
             buf.truncate(start + n);
@@ -238,6 +248,7 @@ pub fn get(url: &HttpUrl, timeout: Duration) -> Result<Response, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
     use std::net::TcpListener;
 
     /// A peer that answers `responses` in order, one per request read, and

@@ -6,6 +6,7 @@
 pub mod connect;
 pub mod http;
 pub mod masked;
+pub mod tls;
 pub mod url;
 
 pub use connect::{ConnectError, Connected, connect, connect_split};

@@ -1,26 +1,30 @@
-//! Client URLs, `ws://` and `http://`, split for connecting, and the one
-//! way `host:port` is written (IPv6 literals in brackets).
+//! Client URLs, `ws://`/`wss://` and `http://`/`https://`, split for
+//! connecting, and the one way `host:port` is written (IPv6 literals in
+//! brackets).
 
-/// A `ws://host:port/path?query` URL, split for connecting.
+/// A `ws://host:port/path?query` (or `wss://`) URL, split for connecting.
 #[derive(Debug, Clone)]
 pub struct WsUrl {
     pub text: String,
     pub host: String,
     pub port: u16,
+    /// `wss://`: TLS beneath the WebSocket.
+    pub tls: bool,
 }
 
 impl WsUrl {
     pub fn parse(text: &str) -> Result<WsUrl, String> {
-        let (host, port, _) = split(text, "ws")?;
+        let (host, port, _, tls) = split(text, "ws")?;
         Ok(WsUrl {
             text: text.to_string(),
             host,
             port,
+            tls,
         })
     }
 }
 
-/// An `http://host:port/path` URL, split for connecting.
+/// An `http://host:port/path` (or `https://`) URL, split for connecting.
 #[derive(Debug, Clone)]
 pub struct HttpUrl {
     pub text: String,
@@ -28,16 +32,19 @@ pub struct HttpUrl {
     pub port: u16,
     /// The path and query, `/` when the URL has none.
     pub path: String,
+    /// `https://`.
+    pub tls: bool,
 }
 
 impl HttpUrl {
     pub fn parse(text: &str) -> Result<HttpUrl, String> {
-        let (host, port, path) = split(text, "http")?;
+        let (host, port, path, tls) = split(text, "http")?;
         Ok(HttpUrl {
             text: text.to_string(),
             host,
             port,
             path,
+            tls,
         })
     }
 
@@ -56,17 +63,16 @@ pub fn authority(host: &str, port: u16) -> String {
     }
 }
 
-/// Host (brackets off), port (80 by default) and path (`/` at least) of a
-/// URL whose scheme must be `scheme`.
-fn split(text: &str, scheme: &str) -> Result<(String, u16, String), String> {
+/// Host (brackets off), port (80, or 443 with TLS, by default), path
+/// (`/` at least) and TLS of a URL whose scheme must be `scheme` or its
+/// TLS form (`scheme` + `s`).
+fn split(text: &str, scheme: &str) -> Result<(String, u16, String, bool), String> {
     let uri: tungstenite::http::Uri = text.parse().map_err(|e| format!("{e}"))?;
-    match uri.scheme_str() {
-        Some(s) if s == scheme => {}
-        Some(s) if s == format!("{scheme}s") => {
-            return Err(format!("{scheme}s:// (TLS) is not supported"));
-        }
-        _ => return Err(format!("the scheme must be {scheme}://")),
-    }
+    let tls = match uri.scheme_str() {
+        Some(s) if s == scheme => false,
+        Some(s) if s == format!("{scheme}s") => true,
+        _ => return Err(format!("the scheme must be {scheme}:// or {scheme}s://")),
+    };
     let host = uri
         .host()
         .ok_or("no host")?
@@ -77,7 +83,8 @@ fn split(text: &str, scheme: &str) -> Result<(String, u16, String), String> {
         "" => "/".to_string(),
         path => path.to_string(),
     };
-    Ok((host, uri.port_u16().unwrap_or(80), path))
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    Ok((host, port, path, tls))
 }
 
 #[cfg(test)]
@@ -91,7 +98,10 @@ mod tests {
         let url = WsUrl::parse("ws://[::1]:9/").unwrap();
         assert_eq!(url.host, "::1");
         assert!(WsUrl::parse("http://x/").is_err());
-        assert!(WsUrl::parse("wss://x/").is_err());
+        let url = WsUrl::parse("wss://example.com/chat").unwrap();
+        assert!(url.tls);
+        assert_eq!(url.port, 443);
+        assert!(!WsUrl::parse("ws://x/").unwrap().tls);
     }
 
     #[test]
@@ -105,6 +115,7 @@ mod tests {
             "[::1]:9"
         );
         assert!(HttpUrl::parse("ws://x/").is_err());
-        assert!(HttpUrl::parse("https://x/").is_err());
+        let url = HttpUrl::parse("https://x/metrics").unwrap();
+        assert_eq!((url.port, url.tls), (443, true));
     }
 }

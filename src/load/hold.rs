@@ -5,7 +5,7 @@ use super::*;
 
 /// What a worker sends its holder, and what main sends at the end.
 pub(super) enum ToHolder {
-    Open(Vec<WebSocket<TcpStream>>),
+    Open(Vec<WebSocket<Stream>>),
     Finish,
 }
 
@@ -41,7 +41,7 @@ pub(super) struct Held {
 
 /// Reads everything a held socket has; tungstenite queues a pong for each
 /// ping and sends it on the next read. Err: the connection is gone.
-pub(super) fn service(ws: &mut WebSocket<TcpStream>, pings: &mut u64) -> Result<(), String> {
+pub(super) fn service(ws: &mut WebSocket<Stream>, pings: &mut u64) -> Result<(), String> {
     loop {
         match ws.read() {
             Ok(Message::Ping(_)) => *pings += 1,
@@ -66,7 +66,7 @@ pub(super) fn service(ws: &mut WebSocket<TcpStream>, pings: &mut u64) -> Result<
 
 pub(super) fn holder(rx: Receiver<ToHolder>, wake: UnixStream, timeout: Duration) -> Held {
     let mut held = Held::default();
-    let mut conns: Vec<WebSocket<TcpStream>> = Vec::new();
+    let mut conns: Vec<WebSocket<Stream>> = Vec::new();
     let mut fds: Vec<libc::pollfd> = Vec::new();
     'hold: loop {
         loop {
@@ -122,10 +122,10 @@ pub(super) fn holder(rx: Receiver<ToHolder>, wake: UnixStream, timeout: Duration
 /// One text round trip on every connection, then close frames to all and
 /// every close reply awaited (pipelined, so 5,000 closes cost about one
 /// round trip each of CPU, not of waiting).
-pub(super) fn finish(conns: &mut [WebSocket<TcpStream>], timeout: Duration, held: &mut Held) {
+pub(super) fn finish(conns: &mut [WebSocket<Stream>], timeout: Duration, held: &mut Held) {
     let mut alive = vec![true; conns.len()];
     for (ws, alive) in conns.iter_mut().zip(alive.iter_mut()) {
-        let stream = ws.get_ref();
+        let stream = ws.get_ref().tcp();
         let blocking = stream
             .set_nonblocking(false)
             .and_then(|()| stream.set_read_timeout(Some(timeout)))

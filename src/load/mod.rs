@@ -34,6 +34,8 @@
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+
+use rustls::ClientConnection;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
@@ -49,6 +51,7 @@ use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{Message, WebSocket};
 
 use crate::cli::{LoadArgs, ServerArgs};
+use crate::client::connect::Stream;
 use crate::client::http;
 use crate::client::url::HttpUrl;
 use crate::client::{self, WsUrl};
@@ -93,6 +96,9 @@ pub struct Summary {
     pub round_trips_ok: u64,
     pub round_trips_failed: u64,
     pub closed_cleanly: u64,
+    /// TLS handshakes (0 over ws://) and how many resumed a session.
+    pub tls_handshakes: u64,
+    pub tls_resumed: u64,
     /// `wsbench_connections_current` while every connection was open.
     pub server_connections_current: Option<u64>,
     /// Why the server's count is missing, when it is.
@@ -127,7 +133,8 @@ fn server_connections(url: &WsUrl, timeout: Duration) -> Result<u64, String> {
     } else {
         format!("{}:{}", url.host, url.port)
     };
-    let text = format!("http://{authority}/metrics");
+    let scheme = if url.tls { "https" } else { "http" };
+    let text = format!("{scheme}://{authority}/metrics");
     let metrics = HttpUrl::parse(&text).map_err(|why| format!("{text}: {why}"))?;
     let response = http::get(&metrics, timeout).map_err(|e| format!("{text}: {e}"))?;
     match response.status {
@@ -175,7 +182,7 @@ pub fn run(args: LoadArgs) -> Result<(), Error> {
         }
     }
 
-    let (url, server) = crate::embedded::url_or_embedded(args.url.as_deref(), || {
+    let (url, server) = crate::embedded::url_or_embedded(args.url.as_deref(), &args.trust, || {
         let defaults = ServerArgs::default();
         ServerArgs {
             // Our own load must not meet the limit meant for strangers.
@@ -213,6 +220,7 @@ pub fn run(args: LoadArgs) -> Result<(), Error> {
     }
 
     let progress = crate::progress::bar(total, "connections");
+    let handshakes = client::tls::handshakes();
     let started = Instant::now();
     let mut holders = Vec::new();
     let mut workers = Vec::new();
@@ -330,6 +338,7 @@ pub fn run(args: LoadArgs) -> Result<(), Error> {
         Ok(count) => (Some(count), None),
         Err(why) => (None, Some(why)),
     };
+    let tls = client::tls::summary_since(handshakes).unwrap_or_default();
     let summary = Summary {
         url: url.text.clone(),
         embedded_server: embedded,
@@ -350,6 +359,8 @@ pub fn run(args: LoadArgs) -> Result<(), Error> {
         round_trips_ok: held.round_trip.count(),
         round_trips_failed: held.round_trips_failed,
         closed_cleanly: held.closed_cleanly,
+        tls_handshakes: tls.0,
+        tls_resumed: tls.1,
         server_connections_current,
         server_connections_unavailable,
         interrupted: crate::signal::interrupted(),
@@ -438,6 +449,13 @@ fn print_summary(s: &Summary, json: bool, first_error: &Option<SetupError>, held
         let _ = writeln!(out, "first round-trip failure: {why}");
     }
     let _ = writeln!(out, "closed:       {} cleanly", s.closed_cleanly);
+    if s.tls_handshakes > 0 {
+        let _ = writeln!(
+            out,
+            "tls:          {} handshakes, {} resumed",
+            s.tls_handshakes, s.tls_resumed
+        );
+    }
     match (
         &s.server_connections_current,
         &s.server_connections_unavailable,

@@ -1,8 +1,9 @@
-//! Setting connections up: a batch of non-blocking connects and
-//! handshakes driven by one `poll(2)` until each is open, failed (by phase
-//! and cause) or timed out.
+//! Setting connections up: a batch of non-blocking connects, TLS
+//! handshakes (`wss://`) and WebSocket handshakes driven by one `poll(2)`
+//! until each is open, failed (by phase and cause) or timed out.
 
 use super::*;
+use crate::stream::{self, TlsHandshakeError};
 
 /// In which step a connection's setup failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +85,9 @@ impl Setup {
 
 pub(super) enum Step {
     Connecting(Socket),
-    Handshaking(MidHandshake<ClientHandshake<TcpStream>>),
+    /// `wss://`: the TLS handshake, before the WebSocket one.
+    Securing(TcpStream, Box<ClientConnection>),
+    Handshaking(Box<MidHandshake<ClientHandshake<Stream>>>),
 }
 
 /// A connection of the current batch that is neither open nor failed yet.
@@ -185,14 +188,14 @@ pub(super) fn handshake_reason(err: tungstenite::Error) -> (Reason, SetupError) 
 }
 
 pub(super) type HandshakeResult =
-    Result<(WebSocket<TcpStream>, Response), HandshakeError<ClientHandshake<TcpStream>>>;
+    Result<(WebSocket<Stream>, Response), HandshakeError<ClientHandshake<Stream>>>;
 
 /// Moves one pending connection on after poll said its socket is ready.
 pub(super) fn advance(
     pending: &mut Pending,
     target: &Target,
     setup: &mut Setup,
-    open: &mut Vec<WebSocket<TcpStream>>,
+    open: &mut Vec<WebSocket<Stream>>,
 ) -> Progress {
     let result: HandshakeResult = match pending.step.take().expect("a pending step is set") {
         Step::Connecting(socket) => {
@@ -205,15 +208,120 @@ pub(super) fn advance(
             }
             setup.tcp.record(pending.phase_started.elapsed());
             pending.phase_started = Instant::now();
-            let stream: TcpStream = socket.into();
-            tungstenite::client::client_with_config(
-                target.url.text.as_str(),
-                stream,
-                Some(target.config),
-            )
+            let tcp: TcpStream = socket.into();
+            if !target.url.tls {
+                return shake_hands(
+                    pending,
+                    target,
+                    setup,
+                    open,
+                    Stream::new(stream::Stream::new(tcp)),
+                );
+            }
+            match client::connect::client_session(&target.url.host) {
+                Ok(session) => return secure(pending, target, setup, open, tcp, Box::new(session)),
+                Err(e) => {
+                    setup.fail(
+                        Reason::Handshake,
+                        SetupError::new(Phase::Other, e.to_string()),
+                    );
+                    return Progress::Done;
+                }
+            }
         }
-        Step::Handshaking(mid) => mid.handshake(),
+        Step::Securing(tcp, session) => return secure(pending, target, setup, open, tcp, session),
+        Step::Handshaking(mid) => (*mid).handshake(),
     };
+    finish_handshake(pending, setup, open, result)
+}
+
+/// Starts the WebSocket handshake over a connected (and secured) stream.
+fn shake_hands(
+    pending: &mut Pending,
+    target: &Target,
+    setup: &mut Setup,
+    open: &mut Vec<WebSocket<Stream>>,
+    stream: Stream,
+) -> Progress {
+    let result = tungstenite::client::client_with_config(
+        target.url.text.as_str(),
+        stream,
+        Some(target.config),
+    );
+    finish_handshake(pending, setup, open, result)
+}
+
+/// Moves a TLS handshake on as far as the socket allows; once it is done,
+/// the WebSocket handshake starts over the session.
+fn secure(
+    pending: &mut Pending,
+    target: &Target,
+    setup: &mut Setup,
+    open: &mut Vec<WebSocket<Stream>>,
+    tcp: TcpStream,
+    mut session: Box<ClientConnection>,
+) -> Progress {
+    match drive_tls(&tcp, &mut session) {
+        Ok(true) => {
+            let stream = stream::Stream::client_tls(tcp, *session);
+            client::tls::count(stream.tls_resumed());
+            shake_hands(pending, target, setup, open, Stream::new(stream))
+        }
+        Ok(false) => {
+            pending.step = Some(Step::Securing(tcp, session));
+            Progress::Waiting
+        }
+        Err(e) => {
+            let reason = match &e {
+                TlsHandshakeError::Io(e) => match io_reason(e) {
+                    Reason::Other => Reason::Handshake,
+                    reason => reason,
+                },
+                TlsHandshakeError::Empty => Reason::Reset,
+                _ => Reason::Handshake,
+            };
+            let why = client::connect::tls_error(e).to_string();
+            setup.fail(reason, SetupError::new(Phase::Other, why));
+            Progress::Done
+        }
+    }
+}
+
+/// One turn of a non-blocking TLS handshake: `Ok(true)` once done,
+/// `Ok(false)` when it waits for the socket.
+fn drive_tls(tcp: &TcpStream, session: &mut ClientConnection) -> Result<bool, TlsHandshakeError> {
+    loop {
+        while session.wants_write() {
+            match session.write_tls(&mut &*tcp) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(TlsHandshakeError::Io(e)),
+            }
+        }
+        if !session.is_handshaking() {
+            return Ok(true);
+        }
+        match session.read_tls(&mut &*tcp) {
+            Ok(0) => return Err(TlsHandshakeError::Empty),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(TlsHandshakeError::Io(e)),
+        }
+        if let Err(e) = session.process_new_packets() {
+            // The alert, if the socket takes it.
+            let _ = session.write_tls(&mut &*tcp);
+            return Err(TlsHandshakeError::Tls(e));
+        }
+    }
+}
+
+fn finish_handshake(
+    pending: &mut Pending,
+    setup: &mut Setup,
+    open: &mut Vec<WebSocket<Stream>>,
+    result: HandshakeResult,
+) -> Progress {
     match result {
         Ok((ws, _response)) => {
             setup.handshake.record(pending.phase_started.elapsed());
@@ -222,7 +330,7 @@ pub(super) fn advance(
             Progress::Done
         }
         Err(HandshakeError::Interrupted(mid)) => {
-            pending.step = Some(Step::Handshaking(mid));
+            pending.step = Some(Step::Handshaking(Box::new(mid)));
             Progress::Waiting
         }
         Err(HandshakeError::Failure(err)) => {
@@ -240,7 +348,7 @@ pub(super) fn open_batch(
     bind: Option<IpAddr>,
     size: u32,
     setup: &mut Setup,
-) -> Vec<WebSocket<TcpStream>> {
+) -> Vec<WebSocket<Stream>> {
     let mut pending = Vec::with_capacity(size as usize);
     let mut open = Vec::with_capacity(size as usize);
     for _ in 0..size {
@@ -263,8 +371,11 @@ pub(super) fn open_batch(
             fd: p.fd,
             // The request is ~250 bytes into an empty send buffer, so a
             // handshake only ever waits to read.
-            events: match p.step {
+            events: match &p.step {
                 Some(Step::Connecting(_)) => libc::POLLOUT,
+                Some(Step::Securing(_, session)) if session.wants_write() => {
+                    libc::POLLIN | libc::POLLOUT
+                }
                 _ => libc::POLLIN,
             },
             revents: 0,

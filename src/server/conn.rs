@@ -30,8 +30,8 @@ use tungstenite::{Message, WebSocket};
 
 use super::peer::{Peer, WriteHalf};
 use super::reader::{FrameReader, ReadError};
-use super::stream::Stream;
 use crate::metrics::{ServerCounters, add};
+use crate::stream::Stream;
 
 /// Read-ahead buffer of a connection's reader: frame headers and short
 /// payloads go through it (4 KiB and up are read straight into the
@@ -133,6 +133,9 @@ impl Conn {
         control: &dyn Control,
         mut on_message: impl FnMut(&Peer, Message) -> Result<(), Stop>,
     ) -> End {
+        // The handshakes are behind us and were this thread's deepest use
+        // of its stack; an idle connection keeps only what its loop uses.
+        crate::process::release_unused_stack();
         let peer = Arc::clone(&self.peer);
         let mut timer = ReadTimer::new(heartbeat);
         loop {

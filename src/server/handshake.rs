@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use tungstenite::handshake::derive_accept_key;
 
-use super::stream::Stream;
+use crate::stream::Stream;
 
 use crate::cli::ResponseMode;
 

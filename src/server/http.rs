@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use super::Shared;
 use super::handshake::{self, Head, reason_phrase, route};
 use super::image::text_reply;
-use super::stream::Stream;
 use crate::metrics::{ServerCounters, add, get};
+use crate::stream::Stream;
 
 /// Serves `head` (already read into `buf`) and every request after it on
 /// this connection. Writes give up after `--ping-timeout` without progress

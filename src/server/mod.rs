@@ -29,7 +29,6 @@ pub mod outbox;
 pub mod peer;
 pub mod reader;
 pub mod refuse;
-pub mod stream;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -48,6 +47,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use crate::cli::ServerArgs;
 use crate::error::{Error, io_cause};
 use crate::metrics::{ServerCounters, add, get, sub};
+use crate::stream::{Stream, TlsHandshakeError};
 use capacity::Capacity;
 use chat::{ChatConn, Hub};
 use conn::{Conn, Control, End, Heartbeat, Stop};
@@ -58,7 +58,6 @@ use lograte::RateLog;
 use outbox::{Dropped, Writers};
 use peer::Peer;
 use refuse::{Refuser, Why};
-use stream::{Stream, TlsHandshakeError};
 
 /// Stack of a connection thread. Its deepest path is a handshake plus a
 /// log line; 256 KiB leaves ample room. Pages are touched only as used,
@@ -105,6 +104,9 @@ pub struct Handle {
     pub shared: Arc<Shared>,
     /// What this machine lets the server hold, as measured at start.
     pub capacity: Capacity,
+    /// The certificate a TLS server presents, for in-process clients to
+    /// trust (`embedded`).
+    pub certificate: Option<pki_types::CertificateDer<'static>>,
     listener: Arc<TcpListener>,
     acceptor: Option<thread::JoinHandle<()>>,
 }
@@ -123,7 +125,7 @@ pub fn start(mut args: ServerArgs) -> Result<Handle, Error> {
             addr: shown.clone(),
             cause: "no address".into(),
         })?;
-    let tls = tls::config(&args)?;
+    let (tls, certificate) = tls::config(&args)?.unzip();
     let listener = listen(addr).map_err(bind_err)?;
     let addr = listener.local_addr().map_err(bind_err)?;
     let counters = Arc::new(ServerCounters::default());
@@ -206,6 +208,7 @@ pub fn start(mut args: ServerArgs) -> Result<Handle, Error> {
         addr,
         shared,
         capacity,
+        certificate,
         listener,
         acceptor: Some(acceptor),
     })

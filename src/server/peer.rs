@@ -19,8 +19,8 @@ use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::{Message, WebSocket};
 
-use super::stream::Stream;
 use crate::metrics::{ServerCounters, add};
+use crate::stream::Stream;
 
 /// The writing side of the socket. tungstenite asks for `Read` too but never
 /// reads on the write path.

@@ -31,8 +31,8 @@ use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::{Bytes, Message, Utf8Bytes};
 
-use super::stream::Stream;
 use crate::error::io_cause;
+use crate::stream::Stream;
 use crate::wire::{
     BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT, mask_in_place, parse_client_header,
 };

@@ -14,19 +14,28 @@ use rustls::ServerConfig;
 use crate::cli::ServerArgs;
 use crate::error::Error;
 
-/// The TLS configuration the flags ask for, or `None` for plain ws://.
-pub fn config(args: &ServerArgs) -> Result<Option<Arc<ServerConfig>>, Error> {
+/// The TLS configuration the flags ask for and the certificate it
+/// presents (an embedded server's clients trust it), or `None` for plain
+/// ws://.
+pub fn config(
+    args: &ServerArgs,
+) -> Result<Option<(Arc<ServerConfig>, CertificateDer<'static>)>, Error> {
     let (chain, key) = match (&args.tls_cert, &args.tls_key, args.tls_self_signed) {
         (Some(cert), Some(key), _) => (load_chain(cert)?, load_key(key)?),
         (_, _, true) => self_signed()?,
         _ => return Ok(None),
     };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ServerConfig::builder_with_provider(provider)
+    let leaf = chain[0].clone();
+    let mut config = ServerConfig::builder_with_provider(crate::stream::crypto())
         .with_safe_default_protocol_versions()
         .and_then(|builder| builder.with_no_client_auth().with_single_cert(chain, key))
         .map_err(|e| Error::Other(format!("cannot use the TLS certificate: {e}")))?;
-    Ok(Some(Arc::new(config)))
+    // Stateless tickets: a returning client resumes its session (no
+    // certificate, no key exchange signature) without the server keeping
+    // a per-client cache that a thousand short connections would churn.
+    config.ticketer = rustls::crypto::ring::Ticketer::new()
+        .map_err(|e| Error::Other(format!("cannot set up TLS session tickets: {e}")))?;
+    Ok(Some((Arc::new(config), leaf)))
 }
 
 fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {

@@ -270,7 +270,7 @@ fn a_bad_url_is_one_line_and_exit_1() {
         assert_eq!(run.status.code(), Some(1));
         assert_eq!(
             text(&run.stderr).trim(),
-            "error: bad url `http://x/`: the scheme must be ws://"
+            "error: bad url `http://x/`: the scheme must be ws:// or wss://"
         );
     });
 }

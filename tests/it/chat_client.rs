@@ -17,7 +17,7 @@ const WAIT: Duration = Duration::from_secs(10);
 const JOINED: &str = "Hey all, a new client has joined us";
 
 /// `wsbench chat --url URL ARGS` with stdin a pipe, and its typist.
-fn chat(url: &str, args: &[&str]) -> (Proc, Typist) {
+pub(crate) fn chat(url: &str, args: &[&str]) -> (Proc, Typist) {
     let mut command = Command::new(BIN);
     command
         .args(["chat", "--url", url])
@@ -29,7 +29,7 @@ fn chat(url: &str, args: &[&str]) -> (Proc, Typist) {
     (proc, typist)
 }
 
-fn expect_line(lines: &Lines, needle: &str, what: &str, proc: &Proc) -> String {
+pub(crate) fn expect_line(lines: &Lines, needle: &str, what: &str, proc: &Proc) -> String {
     lines.wait_for(needle, WAIT).unwrap_or_else(|| {
         panic!(
             "{what}: no line with {needle:?}\nstdout: {:#?}\nstderr: {:#?}",

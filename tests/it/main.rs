@@ -32,4 +32,5 @@ mod redis;
 mod report;
 mod server_image;
 mod tls;
+mod tls_clients;
 mod utf8_strict;

@@ -245,7 +245,7 @@ fn nothing_listening_or_a_bad_url_exits_1_with_one_line() {
         assert_eq!(run.status.code(), Some(1));
         assert_eq!(
             text(&run.stderr).trim(),
-            "error: bad url `ws://x/`: the scheme must be http://"
+            "error: bad url `ws://x/`: the scheme must be http:// or https://"
         );
     });
 }

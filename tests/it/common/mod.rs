@@ -732,6 +732,16 @@ impl rustls::client::danger::ServerCertVerifier for AnyCert {
 /// A CA and a certificate for `localhost` and `127.0.0.1` it signed, as
 /// PEM files in `dir`: (`ca.pem`, `cert.pem`, `key.pem`).
 pub fn make_certificates(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    make_certificates_for(dir, &["localhost", "127.0.0.1"], false)
+}
+
+/// A test CA and a leaf it signed for `names` (expired a year ago when
+/// `expired`), as `ca.pem`, `cert.pem` and `key.pem` in `dir`.
+pub fn make_certificates_for(
+    dir: &std::path::Path,
+    names: &[&str],
+    expired: bool,
+) -> (PathBuf, PathBuf, PathBuf) {
     use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -740,10 +750,13 @@ pub fn make_certificates(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
         .push(rcgen::DnType::CommonName, "wsbench test CA");
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
     let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca)
-        .unwrap();
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let mut leaf_params = CertificateParams::new(names).unwrap();
+    if expired {
+        leaf_params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        leaf_params.not_after = rcgen::date_time_ymd(2025, 1, 1);
+    }
+    let leaf = leaf_params.signed_by(&leaf_key, &ca).unwrap();
     let paths = (
         dir.join("ca.pem"),
         dir.join("cert.pem"),

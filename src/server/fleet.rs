@@ -62,6 +62,9 @@ const PING_AFTER: Duration = Duration::from_secs(2);
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(1);
 
+/// A subscription that lasted this long was not a flap.
+const STEADY: Duration = Duration::from_secs(5);
+
 /// Messages waiting for the publisher; past this they are dropped (and
 /// counted) rather than block a member's reader.
 const QUEUE: usize = 16 * 1024;
@@ -390,6 +393,8 @@ fn subscribe_loop(
     // Since when Redis has been out of reach, if it is.
     let mut down_since: Option<Instant> = None;
     let mut ever_up = false;
+    // When the current subscription began.
+    let mut up_at: Option<Instant> = None;
     loop {
         if shared.stopping.load(Ordering::Acquire) {
             return;
@@ -397,12 +402,13 @@ fn subscribe_loop(
         let ended = subscribe(shared, hub, &mut |shared| {
             // Subscribed: from now on what members send is shared.
             refill_ids(shared);
-            shared.set_up(true);
             let publisher = shared
                 .connect()
                 .map_err(|e| log::debug!("redis: publisher: {e}"))
                 .ok();
             let _ = link.send(Link::Up(publisher));
+            shared.set_up(true);
+            up_at = Some(Instant::now());
             match down_since.take() {
                 None => log::info!(
                     "redis: joined the fleet at {} (channels {}*)",
@@ -417,11 +423,17 @@ fn subscribe_loop(
                 ),
             }
             ever_up = true;
-            retry = RETRY_MIN;
             if let Some(first) = first.take() {
                 let _ = first.send(());
             }
         });
+        // Only a subscription that lasted starts the backoff over: a Redis
+        // that accepts and drops us at once (maxclients, a proxy in front
+        // of a dead one) is retried ever more slowly, so its two log lines
+        // (lost, back) come at most once a retry interval.
+        if up_at.take().is_some_and(|at| at.elapsed() >= STEADY) {
+            retry = RETRY_MIN;
+        }
         let was_up = shared.up.swap(false, Ordering::AcqRel);
         shared.set_up(false);
         if was_up {

@@ -38,7 +38,9 @@ $(VENV)/.stamp: tests/requirements.txt
 venv: $(VENV)/.stamp
 
 ## Format, lints, unit and integration tests (release: the tests push real images).
+## The --redis tests run a real redis-server: installed here when missing (#18).
 test: $(VENV)/.stamp
+	command -v redis-server >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server)
 	$(CARGO) fmt --check
 	$(CARGO) fmt --check --manifest-path compare/tokio/Cargo.toml
 	$(CARGO) clippy --release --locked --all-targets -- -D warnings

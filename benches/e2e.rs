@@ -36,11 +36,13 @@
 //!
 //! Writes target/bench/results.md and target/bench/results.json.
 //! WSBENCH_QUICK=1 runs a smaller pass; words after `--` pick sections
-//! (serial, parallel, http, chat, scale, pingpong, load, capacity, tls,
-//! rate-fanout, rate-images, rate-lag).
+//! (serial, parallel, http, chat, redis, scale, pingpong, load, capacity,
+//! tls, rate-fanout, rate-images, rate-lag).
 
 #[path = "common/capacity.rs"]
 mod capacity;
+#[path = "common/redis.rs"]
+mod fleet;
 #[path = "common/pinning.rs"]
 mod pinning;
 #[path = "common/rate.rs"]
@@ -755,6 +757,11 @@ fn main() {
             String::new(),
         );
         drop(chat_server);
+    }
+
+    // #18: fan-out over two --redis instances, and Redis restarts.
+    if wants("redis") {
+        fleet::section(quick, &mut add);
     }
 
     if wants("scale") {

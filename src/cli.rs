@@ -123,6 +123,10 @@ pub struct ServerArgs {
     /// start; its SHA-256 fingerprint is logged.
     #[arg(long)]
     pub tls_self_signed: bool,
+    /// Share chat rooms with every other server started with the same
+    /// Redis (redis://HOST:PORT[/DB]); while it is down, rooms stay local.
+    #[arg(long, value_name = "URL", value_parser = parse_redis_url)]
+    pub redis: Option<String>,
 }
 
 impl Default for ServerArgs {
@@ -512,6 +516,15 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         _ => return Err(bad()),
     };
     value.checked_mul(multiplier).ok_or_else(bad)
+}
+
+/// `redis://HOST:PORT[/DB]`, checked here so a typo is bad usage (exit 2).
+fn parse_redis_url(s: &str) -> Result<String, String> {
+    if !s.starts_with("redis://") {
+        return Err("expected redis://HOST:PORT[/DB]".into());
+    }
+    redis::Client::open(s).map_err(|e| e.to_string())?;
+    Ok(s.to_string())
 }
 
 #[cfg(test)]

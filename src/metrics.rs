@@ -29,6 +29,59 @@ pub struct ServerCounters {
     /// Connections this machine lets the server hold, measured at start
     /// (#12).
     pub connections_capacity: AtomicU64,
+    /// `--redis` (#18): 1 when the server was started with it; the
+    /// `redis_*` lines of /metrics appear only then.
+    pub redis_enabled: AtomicU64,
+    /// 1 while subscribed to the fleet's channels, 0 while Redis is down.
+    pub redis_connected: AtomicU64,
+    /// Messages published for the other instances.
+    pub redis_published_total: AtomicU64,
+    /// Messages from other instances received.
+    pub redis_received_total: AtomicU64,
+    /// Messages meant for the other instances and not published: the
+    /// publish queue was full, or the publish failed.
+    pub redis_dropped_total: AtomicU64,
+}
+
+/// The `wsbench_redis_*` lines of /metrics, after the others, for a server
+/// started with `--redis` (#18).
+pub fn prometheus_redis(c: &ServerCounters, out: &mut String) {
+    use std::fmt::Write;
+    if get(&c.redis_enabled) == 0 {
+        return;
+    }
+    let metrics = [
+        (
+            "redis_connected",
+            "gauge",
+            "1 while subscribed to the fleet's Redis, 0 while it is down.",
+            get(&c.redis_connected),
+        ),
+        (
+            "redis_published_total",
+            "counter",
+            "Chat messages published to Redis for the other instances.",
+            get(&c.redis_published_total),
+        ),
+        (
+            "redis_received_total",
+            "counter",
+            "Chat messages received from the other instances through Redis.",
+            get(&c.redis_received_total),
+        ),
+        (
+            "redis_dropped_total",
+            "counter",
+            "Chat messages not published: publish queue full or Redis failed.",
+            get(&c.redis_dropped_total),
+        ),
+    ];
+    for (name, kind, help, value) in metrics {
+        let _ = write!(
+            out,
+            "# HELP wsbench_{name} {help}\n# TYPE wsbench_{name} {kind}\nwsbench_{name} {value}\n"
+        );
+    }
 }
 
 /// Counting is all these do; nothing synchronises through them.

@@ -283,5 +283,6 @@ pub fn prometheus(c: &ServerCounters) -> String {
             "# HELP wsbench_{name} {help}\n# TYPE wsbench_{name} {kind}\nwsbench_{name} {value}\n"
         );
     }
+    crate::metrics::prometheus_redis(c, &mut out);
     out
 }

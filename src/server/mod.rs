@@ -20,6 +20,7 @@
 pub mod capacity;
 pub mod chat;
 pub mod conn;
+pub mod fleet;
 pub mod handshake;
 pub mod http;
 pub mod image;
@@ -50,6 +51,7 @@ use crate::stream::{Stream, TlsHandshakeError};
 use capacity::Capacity;
 use chat::{ChatConn, Hub};
 use conn::{Conn, Control, End, Heartbeat, Stop};
+use fleet::Fleet;
 use handshake::{Decision, Endpoint, HeadError};
 use image::{ImageConn, Jobs};
 use lograte::RateLog;
@@ -79,6 +81,8 @@ pub struct Shared {
     pub counters: Arc<ServerCounters>,
     pub jobs: Arc<Jobs>,
     pub hub: Arc<Hub>,
+    /// The other instances sharing the rooms, with `--redis` (#18).
+    fleet: Option<Fleet>,
     writers: Writers,
     refuser: Refuser,
     rate: Arc<RateLog>,
@@ -149,6 +153,19 @@ pub fn start(mut args: ServerArgs) -> Result<Handle, Error> {
             io_cause(&e)
         ))
     })?;
+    let fleet = match &args.redis {
+        Some(url) => {
+            counters.redis_enabled.store(1, Ordering::Relaxed);
+            Some(Fleet::new(url, Arc::clone(&counters), Arc::clone(&rate)).map_err(Error::Other)?)
+        }
+        None => None,
+    };
+    let hub = Arc::new(Hub::new(fleet.as_ref().map(Fleet::publisher)));
+    if let Some(fleet) = &fleet {
+        fleet.start(Arc::clone(&hub)).map_err(|e| {
+            Error::Other(format!("cannot start the redis threads: {}", io_cause(&e)))
+        })?;
+    }
     // Measured once every fixed thread runs, so their maps are counted.
     let capacity = Capacity::measure(refusal_fds);
     if u64::from(args.max_connections) > capacity.connections {
@@ -168,7 +185,8 @@ pub fn start(mut args: ServerArgs) -> Result<Handle, Error> {
         tls,
         counters,
         jobs: Arc::new(jobs),
-        hub: Arc::default(),
+        hub,
+        fleet,
         writers,
         refuser,
         rate,
@@ -269,6 +287,10 @@ impl Handle {
                 peer.abort();
             }
             let _ = closer.join();
+        }
+        // After the members left: their leave lines reach the fleet.
+        if let Some(fleet) = &shared.fleet {
+            fleet.stop();
         }
         shared.writers.stop();
         shared.refuser.stop();
@@ -538,10 +560,13 @@ fn chat(shared: &Arc<Shared>, conn: Conn, heartbeat: Heartbeat, room: String) ->
         args.max_queue_bytes,
     );
     let counters = &shared.counters;
-    shared
-        .hub
-        .join(&room, peer.id, Arc::clone(&outbox), counters);
+    let id = shared.hub.member_id(peer.id);
+    if id != peer.id {
+        log::debug!("conn {}: chat member {id} in {room}", peer.id);
+    }
+    shared.hub.join(&room, id, Arc::clone(&outbox), counters);
     let mut member = ChatConn {
+        id,
         hub: Arc::clone(&shared.hub),
         room: room.clone(),
         counters: Arc::clone(counters),
@@ -549,7 +574,7 @@ fn chat(shared: &Arc<Shared>, conn: Conn, heartbeat: Heartbeat, room: String) ->
     let end = conn.run(heartbeat, &**shared, |peer, msg| {
         member.on_message(peer, msg)
     });
-    shared.hub.leave(&room, peer.id, counters);
+    shared.hub.leave(&room, id, counters);
     outbox.leave();
     match outbox.dropped() {
         // An overflow was counted where it happened, in the hub.

@@ -30,6 +30,7 @@ mod load;
 mod misbehaving_peers;
 mod pingpong;
 mod rate;
+mod redis;
 mod report;
 mod server_image;
 mod tls;

@@ -200,7 +200,13 @@ pub fn parse(bytes: &[u8]) -> Result<Log, String> {
                     .map_err(|e| format!("interval {n}: bad histogram: {e:?}"))?;
                 raw.push((interval.start_timestamp().as_secs_f64(), h));
             }
-            Err(e) => return Err(format!("not an HdrHistogram interval log ({e:?})")),
+            Err(hdrhistogram::serialization::interval_log::LogIteratorError::ParseError {
+                offset,
+            }) => {
+                return Err(format!(
+                    "not an HdrHistogram interval log: cannot parse it at byte {offset}"
+                ));
+            }
         }
     }
     if raw.is_empty() {

@@ -55,7 +55,7 @@ use fleet::Fleet;
 use handshake::{Decision, Endpoint, HeadError};
 use image::{ImageConn, Jobs};
 use lograte::RateLog;
-use outbox::{Dropped, Writers};
+use outbox::{Dropped, Outbox, Writers};
 use peer::Peer;
 use refuse::{Refuser, Why};
 
@@ -436,14 +436,17 @@ fn serve(shared: &Arc<Shared>, tcp: TcpStream, id: u64) {
         http::serve(shared, &stream, id, head, head_len, buf);
         return;
     }
-    let endpoint = match handshake::decide_upgrade(&head) {
+    let (endpoint, response) = match handshake::decide_upgrade(&head) {
+        // A chat member hears its 101 once it is in its room (`join_chat`).
+        Decision::Accept {
+            endpoint: endpoint @ Endpoint::Chat { .. },
+            response,
+        } => (endpoint, Some(response)),
         Decision::Accept { endpoint, response } => {
-            if let Err(e) = stream.write_all(response.as_bytes()) {
-                add(&shared.counters.handshake_failures_total, 1);
-                log::debug!("conn {id}: handshake reply failed: {}", io_cause(&e));
+            if !answer_upgrade(shared, &stream, id, &response) {
                 return;
             }
-            endpoint
+            (endpoint, None)
         }
         Decision::Refuse { status, why, extra } => {
             // Counted before the answer: whoever reads the answer and then
@@ -473,6 +476,15 @@ fn serve(shared: &Arc<Shared>, tcp: TcpStream, id: u64) {
         }
     };
     let peer = Arc::clone(&conn.peer);
+    let member = match (&endpoint, response) {
+        (Endpoint::Chat { room }, Some(response)) => {
+            match join_chat(shared, &peer, room, &response) {
+                Some(member) => Some(member),
+                None => return,
+            }
+        }
+        _ => None,
+    };
     shared.lock_peers().insert(id, Arc::clone(&peer));
     log::debug!("conn {id}: {} on {}", peer.addr, head.target);
     let heartbeat = Heartbeat {
@@ -495,7 +507,10 @@ fn serve(shared: &Arc<Shared>, tcp: TcpStream, id: u64) {
             Ok(())
         }),
         Endpoint::Hello => conn.run(heartbeat, &**shared, hello),
-        Endpoint::Chat { room } => chat(shared, conn, heartbeat, room),
+        Endpoint::Chat { .. } => match member {
+            Some(member) => chat(shared, conn, heartbeat, member),
+            None => unreachable!("a chat member joined above"),
+        },
     };
     log_end(shared, id, &peer, &end);
     shared.lock_peers().remove(&id);
@@ -548,23 +563,65 @@ fn accept_tls(
     None
 }
 
-/// A chat member: this thread reads, the writer pool writes; if the pool
-/// dropped the member (queue overflow, socket stalled), that is the ending
-/// to log and count.
-fn chat(shared: &Arc<Shared>, conn: Conn, heartbeat: Heartbeat, room: String) -> End {
-    let peer = Arc::clone(&conn.peer);
+/// Writes the 101 of an accepted upgrade; false (counted, logged) if the
+/// peer is gone.
+fn answer_upgrade(shared: &Shared, stream: &Stream, id: u64, response: &str) -> bool {
+    match stream.write_all(response.as_bytes()) {
+        Ok(()) => true,
+        Err(e) => {
+            add(&shared.counters.handshake_failures_total, 1);
+            log::debug!("conn {id}: handshake reply failed: {}", io_cause(&e));
+            false
+        }
+    }
+}
+
+/// A chat member in its room, before its reader starts.
+struct Member {
+    id: u64,
+    room: String,
+    outbox: Arc<Outbox>,
+}
+
+/// Puts a new member in its room, then answers its upgrade: a client that
+/// has its 101 is in the room, so it hears the join of everyone whose 101
+/// comes after its own. (Answering first let two members connected one
+/// after the other join in the other order, and the first never heard the
+/// second join.) What the room sends meanwhile waits in the held outbox
+/// until the 101 is out.
+fn join_chat(shared: &Arc<Shared>, peer: &Arc<Peer>, room: &str, response: &str) -> Option<Member> {
     let args = &shared.args;
     let outbox = shared.writers.outbox(
-        Arc::clone(&peer),
+        Arc::clone(peer),
         args.max_queue as usize,
         args.max_queue_bytes,
     );
+    outbox.hold();
     let counters = &shared.counters;
     let id = shared.hub.member_id(peer.id);
     if id != peer.id {
         log::debug!("conn {}: chat member {id} in {room}", peer.id);
     }
-    shared.hub.join(&room, id, Arc::clone(&outbox), counters);
+    shared.hub.join(room, id, Arc::clone(&outbox), counters);
+    if !answer_upgrade(shared, peer.stream(), peer.id, response) {
+        shared.hub.leave(room, id, counters);
+        outbox.leave();
+        return None;
+    }
+    outbox.release();
+    Some(Member {
+        id,
+        room: room.to_string(),
+        outbox,
+    })
+}
+
+/// A chat member: this thread reads, the writer pool writes; if the pool
+/// dropped the member (queue overflow, socket stalled), that is the ending
+/// to log and count.
+fn chat(shared: &Arc<Shared>, conn: Conn, heartbeat: Heartbeat, member: Member) -> End {
+    let Member { id, room, outbox } = member;
+    let counters = &shared.counters;
     let mut member = ChatConn {
         id,
         hub: Arc::clone(&shared.hub),

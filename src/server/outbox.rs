@@ -150,6 +150,21 @@ impl Outbox {
         self.pool.wake_watcher();
     }
 
+    /// Keeps the pool away until [`Outbox::release`]: a new chat member's
+    /// room may push to it before its 101 is written.
+    pub fn hold(&self) {
+        self.scheduled.store(true, Ordering::Release);
+    }
+
+    /// Lets the pool write what was pushed while held.
+    pub fn release(self: &Arc<Self>) {
+        self.scheduled.store(false, Ordering::Release);
+        let more = !self.lock().messages.is_empty() || self.fate.load(Ordering::Acquire) != LIVE;
+        if more {
+            self.schedule();
+        }
+    }
+
     fn schedule(self: &Arc<Self>) {
         if !self.scheduled.swap(true, Ordering::AcqRel) {
             let _ = self.pool.ready.send(Arc::clone(self));

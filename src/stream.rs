@@ -57,7 +57,9 @@ const SMALL: usize = 1024;
 
 pub struct Stream {
     tcp: TcpStream,
-    tls: Option<Tls>,
+    /// Boxed: a rustls session is ~1.2 KiB, which a plain connection
+    /// should not carry inline.
+    tls: Option<Box<Tls>>,
 }
 
 struct Tls {
@@ -139,10 +141,10 @@ impl Stream {
     pub fn client_tls(tcp: TcpStream, session: ClientConnection) -> Stream {
         Stream {
             tcp,
-            tls: Some(Tls {
+            tls: Some(Box::new(Tls {
                 session: Mutex::new(Connection::Client(session)),
                 inbox: Mutex::new(Inbox::default()),
-            }),
+            })),
         }
     }
 
@@ -154,10 +156,10 @@ impl Stream {
         match handshake(&tcp, &mut session, deadline) {
             Ok(()) => Ok(Stream {
                 tcp,
-                tls: Some(Tls {
+                tls: Some(Box::new(Tls {
                     session: Mutex::new(session),
                     inbox: Mutex::new(Inbox::default()),
-                }),
+                })),
             }),
             Err(e) => Err((e, tcp)),
         }

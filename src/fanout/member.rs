@@ -7,8 +7,8 @@
 //! relayed by the server as `client {id}: fan …`; anything else (joins,
 //! leaves, greetings) is counted as a join line or ignored.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use tungstenite::{Message, WebSocket};
@@ -86,6 +86,43 @@ impl Shared {
     }
 }
 
+/// Wakes the run when a member moves (its first join line, a delivery
+/// while draining, its end), so the run waits for those events rather than
+/// looking at the clock.
+#[derive(Default)]
+pub struct Progress {
+    lock: Mutex<()>,
+    moved: Condvar,
+}
+
+impl Progress {
+    pub fn notify(&self) {
+        // Taken and dropped: a waiter between its check and its wait holds
+        // the lock, so the wake-up cannot fall between the two.
+        drop(self.lock.lock().unwrap_or_else(|p| p.into_inner()));
+        self.moved.notify_all();
+    }
+
+    /// Waits until `done()` or `deadline`; returns `done()`.
+    pub fn wait_until(&self, deadline: Instant, mut done: impl FnMut() -> bool) -> bool {
+        let mut guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if done() {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            guard = self
+                .moved
+                .wait_timeout(guard, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
+
 /// `(sender, seq, intended µs)` from `… fan {sender} {seq} {intended_us} …`.
 pub fn parse(text: &str) -> Option<(usize, u64, u64)> {
     let (_, rest) = text.split_once("fan ")?;
@@ -105,6 +142,7 @@ pub struct Reader {
     /// speed, so it reaches a close the server queued behind its backlog.
     pub draining: Arc<AtomicBool>,
     pub shared: Arc<Shared>,
+    pub progress: Arc<Progress>,
     /// Where the interval log's seconds start.
     pub intervals_from: Instant,
 }
@@ -124,8 +162,10 @@ impl Reader {
                 Ok(Message::Text(text)) => {
                     let now = Instant::now();
                     let Some((sender, seq, at_us)) = parse(&text) else {
-                        if text.as_str() == JOIN {
-                            self.shared.joins.fetch_add(1, Ordering::Release);
+                        if text.as_str() == JOIN
+                            && self.shared.joins.fetch_add(1, Ordering::Release) == 0
+                        {
+                            self.progress.notify();
                         }
                         continue;
                     };
@@ -141,6 +181,9 @@ impl Reader {
                         seen.latency.record(late);
                         seen.intervals.record(now, late);
                         self.shared.delivered.fetch_add(1, Ordering::Release);
+                        if self.draining.load(Ordering::Acquire) {
+                            self.progress.notify();
+                        }
                     }
                     if self.slow && !self.draining.load(Ordering::Acquire) {
                         std::thread::sleep(SLOW_READ);
@@ -162,6 +205,7 @@ impl Reader {
             }
         }
         self.shared.ended.store(true, Ordering::Release);
+        self.progress.notify();
         seen
     }
 }

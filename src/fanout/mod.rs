@@ -34,7 +34,7 @@ use crate::hdrlog::Intervals;
 use crate::metrics::{Latency, human};
 use crate::rate::Percentiles;
 
-use member::{Reader, Seen, Shared};
+use member::{Progress, Reader, Seen, Shared};
 
 /// Member reader threads only read and count: a small stack each.
 const MEMBER_STACK: usize = 256 * 1024;
@@ -123,6 +123,7 @@ pub fn run(args: FanoutArgs) -> Result<(), Error> {
     let publishers = n - slow;
     let epoch = Instant::now();
     let draining = Arc::new(AtomicBool::new(false));
+    let progress = Arc::new(Progress::default());
     let (done_tx, done_rx) = crossbeam_channel::unbounded::<(usize, Seen)>();
 
     let mut members: Vec<Member> = Vec::with_capacity(n);
@@ -156,6 +157,7 @@ pub fn run(args: FanoutArgs) -> Result<(), Error> {
             slow: k >= publishers,
             draining: Arc::clone(&draining),
             shared: Arc::clone(&state),
+            progress: Arc::clone(&progress),
             intervals_from,
         };
         let done_tx = done_tx.clone();
@@ -182,16 +184,13 @@ pub fn run(args: FanoutArgs) -> Result<(), Error> {
     // the first one it can hear (the server may take the joins of members
     // that connected one after the other in either order). Publishing
     // waits for every member to be in.
-    let deadline = Instant::now() + JOIN_LIMIT;
-    let missing_joins = loop {
-        let missing = (0..n)
+    let unheard = || {
+        (0..n)
             .filter(|&k| shared[k].joins.load(Ordering::Acquire) == 0)
-            .count();
-        if missing == 0 || Instant::now() >= deadline {
-            break missing;
-        }
-        thread::sleep(Duration::from_millis(5));
+            .count()
     };
+    progress.wait_until(Instant::now() + JOIN_LIMIT, || unheard() == 0);
+    let missing_joins = unheard();
     if missing_joins > 0 {
         log::warn!(
             "{missing_joins} of {n} members had heard no join line after {}s; publishing anyway",
@@ -223,15 +222,12 @@ pub fn run(args: FanoutArgs) -> Result<(), Error> {
             .map(|s| paced.published[s])
             .sum()
     };
-    let deadline = Instant::now() + args.drain;
-    while Instant::now() < deadline
-        && !(0..n).all(|k| {
+    progress.wait_until(Instant::now() + args.drain, || {
+        (0..n).all(|k| {
             shared[k].ended.load(Ordering::Acquire)
                 || shared[k].delivered.load(Ordering::Acquire) >= owed(k)
         })
-    {
-        thread::sleep(Duration::from_millis(5));
-    }
+    });
     for m in &mut members {
         let _ = m.writer.close(None);
         let _ = m.writer.flush();

@@ -127,19 +127,7 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
         // Open loop: a fixed schedule instead of a count (#16).
         return crate::rate::run(&args, rate);
     }
-    let (url, embedded) =
-        crate::embedded::url_or_embedded(args.url.as_deref(), &args.trust, || ServerArgs {
-            response: args.response,
-            tls_self_signed: args.tls,
-            ..ServerArgs::default()
-        })?;
-    if embedded.is_some() {
-        log::info!(
-            "embedded server on {} (response {})",
-            url.text,
-            args.response.as_str()
-        );
-    }
+    let (url, embedded) = target(&args)?;
     let payload = stats::random_image(args.size, args.seed);
     let expected = if args.verify {
         ImageStats::compute(&payload)
@@ -205,6 +193,25 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
         });
     }
     Ok(())
+}
+
+/// Where a bench run sends, closed or open loop: `--url`, or a server
+/// started here with the run's `--response` and `--tls`.
+pub(crate) fn target(args: &BenchArgs) -> Result<(WsUrl, Option<crate::server::Handle>), Error> {
+    let (url, embedded) =
+        crate::embedded::url_or_embedded(args.url.as_deref(), &args.trust, || ServerArgs {
+            response: args.response,
+            tls_self_signed: args.tls,
+            ..ServerArgs::default()
+        })?;
+    if embedded.is_some() {
+        log::info!(
+            "embedded server on {} (response {})",
+            url.text,
+            args.response.as_str()
+        );
+    }
+    Ok((url, embedded))
 }
 
 fn unix_now() -> f64 {

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
-use crate::cli::{BenchArgs, MessageKind, ServerArgs};
+use crate::cli::{BenchArgs, MessageKind};
 use crate::error::Error;
 use crate::export;
 use crate::hdrlog::Intervals;
@@ -103,19 +103,7 @@ pub struct RateSummary {
 }
 
 pub fn run(args: &BenchArgs, rate: f64) -> Result<(), Error> {
-    let (url, embedded) =
-        crate::embedded::url_or_embedded(args.url.as_deref(), &args.trust, || ServerArgs {
-            response: args.response,
-            tls_self_signed: args.tls,
-            ..ServerArgs::default()
-        })?;
-    if embedded.is_some() {
-        log::info!(
-            "embedded server on {} (response {})",
-            url.text,
-            args.response.as_str()
-        );
-    }
+    let (url, embedded) = crate::bench::target(args)?;
     let payload = Payload {
         binary: (args.message == MessageKind::Binary)
             .then(|| crate::stats::random_image(args.size, args.seed)),

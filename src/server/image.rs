@@ -126,6 +126,9 @@ impl Jobs {
                 let compute = started.elapsed();
                 jobs.log_result(conn, seq, &stats, started - queued, compute);
             }
+            // For the next image a connection reads (buffers.rs: freed here,
+            // on another thread than its reader's, it would be trimmed).
+            super::buffers::give(pixels.into());
             sub(&jobs.counters.stats_jobs_pending, 1);
             add(&jobs.counters.stats_jobs_completed_total, 1);
             jobs.pending.release();

@@ -17,6 +17,7 @@
 //! every WebSocket, give them a moment to answer, cut the rest, then wait
 //! for every queued statistics job and flush the stats log.
 
+pub mod buffers;
 pub mod capacity;
 pub mod chat;
 pub mod conn;

@@ -263,9 +263,10 @@ impl<S: Source> FrameReader<S> {
             _ => (false, 0),
         };
         // A continuation appends to its message; the rest get a buffer of
-        // exactly their size.
+        // at least their size, a kept one for large data messages.
         let mut dest = match (opcode, &mut self.partial) {
             (CONTINUATION, Some(partial)) => std::mem::take(&mut partial.data),
+            (TEXT | BINARY, _) => super::buffers::take(len),
             _ => Vec::new(),
         };
         let start = dest.len();

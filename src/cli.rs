@@ -459,11 +459,13 @@ pub struct LoadArgs {
 pub struct ReportArgs {
     /// CSV files written by `wsbench bench --out`, one table row and one
     /// plot series each; HdrHistogram interval logs (`--hdr-log`) too,
-    /// merged into one latency-by-percentile plot and table.
+    /// merged into one latency-by-percentile plot and table; and `make
+    /// compare`'s summary.json, drawn as compare.svg and compare.md.
     #[arg(value_name = "FILE", required = true)]
     pub files: Vec<PathBuf>,
     /// Directory for summary.md, response-time.svg and process-time.svg
-    /// (created if missing).
+    /// (latency.md and its plot for logs, compare.svg and compare.md for a
+    /// comparison; created if missing).
     #[arg(long, value_name = "DIR", default_value = "report")]
     pub out: PathBuf,
 }

@@ -34,8 +34,8 @@
 //! missing is skipped, with a line in the summary saying why.
 //!
 //! Writes target/compare/summary.md (the tables, the targets met or not,
-//! links to the plots; `summary.rs`), summary.json (every run) and
-//! compare.svg (`plot.rs`); each run's CSV in
+//! links to the plots; `summary.rs`), summary.json (every run) and, from
+//! it, compare.svg and compare.md (`wsbench report summary.json`); each run's CSV in
 //! target/compare/csv/{workload}-{server}-{round}.csv, server logs in
 //! target/compare/logs/, and `wsbench report` of each image workload's
 //! median runs in target/compare/plots/{workload}/.
@@ -55,7 +55,6 @@ mod fanout;
 mod idle;
 #[path = "../common/pinning.rs"]
 mod pinning;
-mod plot;
 mod run;
 mod servers;
 mod summary;
@@ -117,19 +116,6 @@ impl Settings {
             fanout_duration: Duration::from_secs(2),
         }
     }
-}
-
-/// `10,000`, `7`.
-pub fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// Raises the soft descriptor limit to the hard one: every server and
@@ -220,8 +206,6 @@ fn main() {
 
     machine.load_after = summary::load_average();
     let rows = table::table(&workloads, &kinds, &runs);
-    let names: Vec<&str> = kinds.iter().map(|k| k.name).collect();
-    let comparison = plot::draw(&rows, &names, &out.join("compare.svg"));
     // Only `wsbench bench` writes a CSV to plot.
     let plots: Vec<_> = rows
         .iter()
@@ -234,6 +218,17 @@ fn main() {
         .collect();
     let wall = started.elapsed();
     let targets = table::judge(&rows, &runs, &settings, wall.as_secs_f64() / 60.0);
+    summary::Summary {
+        machine: &machine,
+        settings: &settings,
+        servers: kinds.iter().map(|k| (k.name, k.describe.clone())).collect(),
+        table: &rows,
+        targets: &targets,
+        runs: &runs,
+        wall_minutes: wall.as_secs_f64() / 60.0,
+    }
+    .write(&out);
+    let comparison = summary::draw_comparison(&out);
     summary::write_summary(
         &out,
         &machine,

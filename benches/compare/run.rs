@@ -113,7 +113,7 @@ pub fn workloads(settings: &Settings) -> Vec<Workload> {
         id: "idle",
         title: format!(
             "idle {} connections (setups/s)",
-            crate::thousands(settings.idle_connections)
+            crate::summary::thousands(settings.idle_connections as f64)
         ),
         load: Load::Idle,
         tls: Tls::Off,

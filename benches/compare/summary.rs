@@ -10,6 +10,7 @@ use std::thread;
 use std::time::Duration;
 
 use serde::Serialize;
+pub use wsbench::report::compare::{num, rate, thousands};
 
 use crate::run::{RunResult, Status, last_line};
 use crate::servers::{ServerKind, reap};
@@ -31,15 +32,28 @@ pub struct Machine {
     pub load_after: f64,
 }
 
+/// summary.json: every run, the tables' medians and the verdicts; what
+/// `wsbench report` draws compare.svg from.
 #[derive(Debug, Serialize)]
-struct Summary<'a> {
-    machine: &'a Machine,
-    settings: &'a Settings,
-    servers: Vec<(&'static str, String)>,
-    table: &'a [Row],
-    targets: &'a [TargetResult],
-    runs: &'a [RunResult],
-    wall_minutes: f64,
+pub struct Summary<'a> {
+    pub machine: &'a Machine,
+    pub settings: &'a Settings,
+    /// (name, how it was run), in the tables' column order.
+    pub servers: Vec<(&'static str, String)>,
+    pub table: &'a [Row],
+    pub targets: &'a [TargetResult],
+    pub runs: &'a [RunResult],
+    pub wall_minutes: f64,
+}
+
+impl Summary<'_> {
+    pub fn write(&self, out: &Path) {
+        fs::write(
+            out.join("summary.json"),
+            serde_json::to_string_pretty(self).expect("plain data serialises"),
+        )
+        .expect("target/compare is writable");
+    }
 }
 
 pub fn load_average() -> f64 {
@@ -104,11 +118,24 @@ pub fn plot(row: &Row, runs: &[RunResult], out: &Path) -> Result<Vec<&'static st
     let order = |s: &str| ["ours", "tokio", "python"].iter().position(|n| *n == s);
     let mut pairs: Vec<_> = servers.into_iter().zip(files).collect();
     pairs.sort_by_key(|(s, _)| order(s));
+    report(pairs.iter().map(|(_, f)| f.as_path()), &dir)?;
+    Ok(pairs.into_iter().map(|(s, _)| s).collect())
+}
+
+/// `compare.svg` and `compare.md`, drawn by `wsbench report` from
+/// summary.json (#17): the product draws what it measured, and a
+/// summary.json from another machine draws the same way.
+pub fn draw_comparison(out: &Path) -> Result<(), String> {
+    report([out.join("summary.json").as_path()], out)
+}
+
+/// Runs `wsbench report FILES --out DIR`, bounded by `RUN_LIMIT`.
+fn report<'a>(files: impl IntoIterator<Item = &'a Path>, dir: &Path) -> Result<(), String> {
     let child = Command::new(BIN)
         .arg("report")
-        .args(pairs.iter().map(|(_, f)| f))
+        .args(files)
         .arg("--out")
-        .arg(&dir)
+        .arg(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -118,26 +145,9 @@ pub fn plot(row: &Row, runs: &[RunResult], out: &Path) -> Result<Vec<&'static st
     let (output, killed) = reap(child, RUN_LIMIT, pid, Child::wait_with_output);
     match output {
         _ if killed => Err("wsbench report did not finish".into()),
-        Ok(o) if o.status.success() => Ok(pairs.into_iter().map(|(s, _)| s).collect()),
+        Ok(o) if o.status.success() => Ok(()),
         Ok(o) => Err(last_line(&o.stderr)),
         Err(e) => Err(e.to_string()),
-    }
-}
-
-/// `2,412/s`, `98.7/s`.
-pub fn rate(v: f64) -> String {
-    if v >= 100.0 {
-        let digits = format!("{:.0}", v);
-        let mut out = String::new();
-        for (i, c) in digits.chars().enumerate() {
-            if i > 0 && (digits.len() - i).is_multiple_of(3) {
-                out.push(',');
-            }
-            out.push(c);
-        }
-        format!("{out}/s")
-    } else {
-        format!("{v:.1}/s")
     }
 }
 
@@ -199,17 +209,6 @@ pub fn mib(v: f64) -> String {
         format!("{v:.1} MiB")
     } else {
         format!("{v:.0} MiB")
-    }
-}
-
-/// `12.3`, `0.41`, `1,234`: CPU-ms and the like.
-pub fn num(v: f64) -> String {
-    if v >= 1000.0 {
-        rate(v).trim_end_matches("/s").to_string()
-    } else if v >= 10.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.2}")
     }
 }
 
@@ -304,7 +303,7 @@ fn preamble(
             ))
             .collect::<String>(),
         pings = settings.pings,
-        idle = crate::thousands(settings.idle_connections),
+        idle = thousands(settings.idle_connections as f64),
         hold = settings.idle_hold.as_secs_f64(),
         members = settings.fanout_members,
         frate = settings.fanout_rate,
@@ -423,7 +422,7 @@ pub fn write_summary(
             .collect();
         md_table(md, &header("", &[]), &table);
     };
-    let count: Show = |v| crate::thousands(v.round() as u64);
+    let count: Show = |v| thousands(v);
     let per_s: Show = rate;
     let cpu: Show = num;
     if let Some(idle) = rows.iter().find(|r| r.workload == "idle") {
@@ -495,11 +494,9 @@ pub fn write_summary(
                     .chain(names.iter().map(|n| {
                         let c = &row.cells[n];
                         match (c.get("tls_resumed"), c.get("tls_handshakes")) {
-                            (Some(resumed), Some(all)) => format!(
-                                "{} of {} resumed",
-                                crate::thousands(resumed.round() as u64),
-                                crate::thousands(all.round() as u64)
-                            ),
+                            (Some(resumed), Some(all)) => {
+                                format!("{} of {} resumed", thousands(resumed), thousands(all))
+                            }
                             _ => figure_text(c, "tls_handshakes", count),
                         }
                     }))
@@ -576,7 +573,8 @@ pub fn write_summary(
             let _ = writeln!(
                 md,
                 "- [compare.svg](compare.svg): per workload, a bar per server for messages/s \
-                 and for server CPU per 1,000 messages."
+                 and for server CPU per 1,000 messages; [compare.md](compare.md), the same \
+                 figures as tables (both by `wsbench report summary.json`)."
             );
         }
         Err(why) => {
@@ -635,19 +633,5 @@ pub fn write_summary(
     }
 
     fs::write(out.join("summary.md"), &md).expect("target/compare is writable");
-    let summary = Summary {
-        machine,
-        settings,
-        servers: kinds.iter().map(|k| (k.name, k.describe.clone())).collect(),
-        table: rows,
-        targets,
-        runs,
-        wall_minutes: wall.as_secs_f64() / 60.0,
-    };
-    fs::write(
-        out.join("summary.json"),
-        serde_json::to_string_pretty(&summary).expect("plain data serialises"),
-    )
-    .expect("target/compare is writable");
     print!("\n{md}");
 }

@@ -137,29 +137,6 @@ pub fn looks_like_log(bytes: &[u8]) -> bool {
     )
 }
 
-/// Whether the file at `path` is an interval log ([`looks_like_log`] on
-/// its first kilobyte).
-pub fn file_is_log(path: &Path) -> Result<bool, Error> {
-    use std::io::Read as _;
-    let mut head = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(1024).read_to_end(&mut head))
-        .map_err(|e| Error::Input {
-            path: path.display().to_string(),
-            cause: if e.kind() == std::io::ErrorKind::NotFound {
-                "no such file".into()
-            } else {
-                io_cause(&e)
-            },
-        })?;
-    // A line cut at the kilobyte would not parse: judge whole lines only.
-    let whole = match head.iter().rposition(|&b| b == b'\n') {
-        Some(end) if head.len() == 1024 => &head[..=end],
-        _ => &head[..],
-    };
-    Ok(looks_like_log(whole))
-}
-
 /// One interval log read back.
 pub struct Log {
     /// The log's StartTime (or its first interval's start), unix seconds.

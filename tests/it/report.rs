@@ -278,3 +278,178 @@ fn no_files_is_bad_usage() {
         assert!(text(&help.stdout).contains("--out"));
     });
 }
+
+/// `make compare`'s summary.json, as much of it as `report` reads, with a
+/// server that was skipped on one workload and timed out on another.
+fn comparison_json() -> serde_json::Value {
+    let cell = |rate: f64, cpu: f64| {
+        serde_json::json!({
+            "runs": 3,
+            "median": { "messages_per_s": rate, "cpu_ms_per_1k": cpu, "p99_ms": 0.3 },
+            "notes": []
+        })
+    };
+    serde_json::json!({
+        "machine": { "date": "2026-12-02 04:04 UTC", "cpus": 2, "cpu_model": "Test CPU",
+                     "kernel": "6.1", "load_before": 0.5, "load_after": 0.7 },
+        "settings": { "rounds": 3 },
+        "servers": [["ours", "`wsbench server`"], ["tokio", "compare/tokio"],
+                    ["python", "compare/python/server.py"]],
+        "table": [
+            { "workload": "serial-slow", "title": "serial slow", "cells": {
+                "ours": cell(4179.4, 157.54),
+                "tokio": cell(3931.0, 178.4),
+                "python": { "runs": 1, "median": {},
+                            "notes": ["skipped: python3 not found"] } } },
+            { "workload": "idle", "title": "idle 10,000 connections (setups/s)", "cells": {
+                "ours": cell(11706.3, 278.4),
+                "tokio": { "runs": 3, "median": {}, "notes": ["failed: exit status 1"] },
+                "python": { "runs": 3, "median": {}, "notes": ["timeout after 120 s"] } } }
+        ],
+        "targets": [],
+        "runs": []
+    })
+}
+
+/// The markdown table under `heading` in compare.md, cells trimmed.
+fn compare_table(md: &str, heading: &str) -> Vec<Vec<String>> {
+    let at = md
+        .find(heading)
+        .unwrap_or_else(|| panic!("no {heading} in {md}"));
+    md[at..]
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .skip(2)
+        .map(|l| {
+            l.trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().to_string())
+                .collect()
+        })
+        .collect()
+}
+
+/// #17: the comparison's figure is drawn by the product from summary.json:
+/// per workload a bar per server for messages/s and for CPU per 1,000
+/// messages, each scaled to the workload's largest, and a server without
+/// a figure marked with why.
+#[test]
+fn a_compare_summary_becomes_compare_svg_and_compare_md() {
+    timed!(LIMIT, {
+        let dir = tempdir();
+        let summary = dir.join("summary.json");
+        std::fs::write(&summary, comparison_json().to_string()).unwrap();
+        let out = dir.join("out");
+        let run = report(&[summary.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        assert!(run.status.success(), "{}", text(&run.stderr));
+        let printed = text(&run.stdout);
+        assert!(printed.contains("compare.svg") && printed.contains("compare.md"));
+        assert!(
+            !out.join("summary.md").exists(),
+            "no bench CSV, no summary.md"
+        );
+
+        let md = std::fs::read_to_string(out.join("compare.md")).unwrap();
+        assert!(
+            md.contains("2026-12-02 04:04 UTC, 2 CPUs (Test CPU)"),
+            "{md}"
+        );
+        assert_eq!(
+            compare_table(&md, "## messages/s"),
+            [
+                ["serial slow", "4,179/s", "3,931/s", "skipped"],
+                [
+                    "idle 10,000 connections (setups/s)",
+                    "11,706/s",
+                    "failed",
+                    "timeout"
+                ],
+            ]
+        );
+        assert_eq!(
+            compare_table(&md, "## server CPU-ms"),
+            [
+                ["serial slow", "157.5", "178.4", "skipped"],
+                [
+                    "idle 10,000 connections (setups/s)",
+                    "278.4",
+                    "failed",
+                    "timeout"
+                ],
+            ]
+        );
+
+        let svg = std::fs::read_to_string(out.join("compare.svg")).unwrap();
+        assert_balanced_svg(&svg);
+        let texts: Vec<&str> = svg
+            .split("<text")
+            .skip(1)
+            .map(|t| t[t.find('>').unwrap() + 1..t.find("</text>").unwrap()].trim())
+            .collect();
+        for label in [
+            "4,179/s", "3,931/s", "157.5", "178.4", "skipped", "timeout", "failed",
+        ] {
+            assert!(texts.contains(&label), "no {label} in {texts:?}");
+        }
+        // Bars: (fill, width) of every 16-pixel-high rectangle, in drawing
+        // order: per workload the rates, then the CPU figures.
+        let bars: Vec<(String, u32)> = svg
+            .split("<rect ")
+            .skip(1)
+            .filter(|r| r.contains("height=\"16\""))
+            .map(|r| {
+                let attr = |name: &str| {
+                    let at = r.find(&format!(" {name}=\"")).unwrap() + name.len() + 3;
+                    r[at..at + r[at..].find('"').unwrap()].to_string()
+                };
+                (attr("fill"), attr("width").parse().unwrap())
+            })
+            .collect();
+        let (ours, tokio) = ("#1F77B4".to_string(), "#FF7F0E".to_string());
+        assert_eq!(
+            bars,
+            [
+                // serial slow: ours is the longest rate, tokio's the most CPU.
+                (ours.clone(), 440),
+                (tokio.clone(), (3931.0f64 / 4179.4 * 440.0).round() as u32),
+                (ours.clone(), (157.54f64 / 178.4 * 440.0).round() as u32),
+                (tokio, 440),
+                // idle: ours alone.
+                (ours.clone(), 440),
+                (ours, 440),
+            ]
+        );
+    });
+}
+
+#[test]
+fn a_summary_that_is_not_a_comparison_is_one_line_and_exit_1() {
+    timed!(LIMIT, {
+        let dir = tempdir();
+        let out = dir.to_str().unwrap();
+        let bad = dir.join("summary.json");
+        std::fs::write(&bad, "{\"servers\": [[\"ours\"]]").unwrap();
+        let run = report(&[bad.to_str().unwrap(), "--out", out]);
+        assert_eq!(run.status.code(), Some(1));
+        let stderr = text(&run.stderr);
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with(&format!(
+                "error: cannot read {}: not a `make compare` summary.json: ",
+                bad.display()
+            )),
+            "{stderr}"
+        );
+        // Two comparisons would draw over each other's compare.svg.
+        let good = dir.join("a.json");
+        std::fs::write(&good, comparison_json().to_string()).unwrap();
+        let run = report(&[good.to_str().unwrap(), good.to_str().unwrap(), "--out", out]);
+        assert_eq!(run.status.code(), Some(1));
+        assert!(
+            text(&run.stderr).starts_with("error: one comparison summary at a time"),
+            "{}",
+            text(&run.stderr)
+        );
+    });
+}

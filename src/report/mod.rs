@@ -12,7 +12,10 @@
 //!
 //! HdrHistogram interval logs (`--hdr-log`, #16) given beside the CSVs are
 //! told apart by their content and handed to `hdrlog::report`, which
-//! merges them and draws latency by percentile.
+//! merges them and draws latency by percentile; `make compare`'s
+//! summary.json goes to [`compare`] (#17).
+
+pub mod compare;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -69,8 +72,12 @@ pub fn run(args: ReportArgs) -> Result<(), Error> {
     // command line and are told apart by their content.
     let mut logs = Vec::new();
     let mut runs = Vec::new();
+    let mut comparisons = Vec::new();
     for (path, name) in args.files.iter().zip(names) {
-        if crate::hdrlog::file_is_log(path)? {
+        let head = head(path)?;
+        if compare::looks_like_comparison(&head) {
+            comparisons.push(compare::read(path)?);
+        } else if crate::hdrlog::looks_like_log(&head) {
             logs.push((name, crate::hdrlog::read(path)?));
         } else {
             runs.push(Run {
@@ -79,12 +86,24 @@ pub fn run(args: ReportArgs) -> Result<(), Error> {
             });
         }
     }
+    if comparisons.len() > 1 {
+        return Err(Error::Other(format!(
+            "one comparison summary at a time: {} were given, and each would \
+             overwrite the other's compare.svg",
+            comparisons.len()
+        )));
+    }
     std::fs::create_dir_all(&args.out).map_err(|e| Error::Output {
         path: args.out.display().to_string(),
         cause: io_cause(&e),
     })?;
     if !logs.is_empty() {
         for path in crate::hdrlog::report::write(&args.out, &logs)? {
+            println!("{path}");
+        }
+    }
+    for comparison in &comparisons {
+        for path in compare::write(&args.out, comparison)? {
             println!("{path}");
         }
     }
@@ -107,6 +126,29 @@ pub fn run(args: ReportArgs) -> Result<(), Error> {
         println!("{}", path.display());
     }
     Ok(())
+}
+
+/// A file's first kilobyte in whole lines, to tell its kind by.
+fn head(path: &std::path::Path) -> Result<Vec<u8>, Error> {
+    use std::io::Read as _;
+    let mut head = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(1024).read_to_end(&mut head))
+        .map_err(|e| Error::Input {
+            path: path.display().to_string(),
+            cause: if e.kind() == std::io::ErrorKind::NotFound {
+                "no such file".into()
+            } else {
+                io_cause(&e)
+            },
+        })?;
+    // A line cut at the kilobyte would not parse as a log's.
+    if head.len() == 1024
+        && let Some(end) = head.iter().rposition(|&b| b == b'\n')
+    {
+        head.truncate(end + 1);
+    }
+    Ok(head)
 }
 
 /// File names as legends show them: the bare name, unless two files share

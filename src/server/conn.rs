@@ -101,18 +101,20 @@ impl Conn {
     ) -> io::Result<Conn> {
         let addr = stream.peer_addr()?;
         stream.set_write_timeout(Some(write_timeout))?;
-        let config = WebSocketConfig::default()
-            .read_buffer_size(READ_AHEAD)
-            .write_buffer_size(0)
-            .max_message_size(Some(max_message_size))
-            .max_frame_size(Some(max_message_size));
         let reader = FrameReader::new(Arc::clone(&stream), leftover, max_message_size);
         // Frames buffer up to 64 KiB until a flush, so a batch of small
-        // messages is one write; `send` flushes every message itself.
+        // messages is one write; `send` flushes every message itself. The
+        // writer never reads (`reader` does): no read buffer, which
+        // tungstenite would otherwise allocate for every connection.
+        let config = WebSocketConfig::default()
+            .read_buffer_size(0)
+            .write_buffer_size(64 * 1024)
+            .max_message_size(Some(max_message_size))
+            .max_frame_size(Some(max_message_size));
         let writer = WebSocket::from_raw_socket(
             WriteHalf::new(Arc::clone(&stream)),
             Role::Server,
-            Some(config.write_buffer_size(64 * 1024)),
+            Some(config),
         );
         let peer = Arc::new(Peer {
             id,

@@ -234,3 +234,49 @@ fn past_capacity_every_refusal_is_a_readable_503_and_metrics_still_answer() {
         assert_eq!(round_trip(&mut ws, Message::text("back")), "back");
     });
 }
+
+/// The server's resident memory, in KiB.
+fn rss_kib(server: &Server) -> u64 {
+    std::fs::read_to_string(format!("/proc/{}/status", server.proc.child.id()))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// #17: what an idle WebSocket connection costs the server, as `make
+/// compare` measures it (connections opened, one round trip each, then
+/// held): 23.4 KiB of RSS while the writer half carried a 4 KiB read
+/// buffer that tungstenite allocates and nothing ever read into; 19.4 KiB
+/// without it. Most of the rest is the thread's stack.
+#[test]
+fn an_idle_websocket_costs_the_server_under_21_kib() {
+    timed_alone!(LIMIT, {
+        wsbench::process::raise_open_files();
+        let server = Server::start(&[]);
+        let before = rss_kib(&server);
+        let count = 1000;
+        let mut held = Vec::with_capacity(count);
+        for _ in 0..count {
+            held.push(connect(&server.url("/echo")));
+        }
+        for (i, ws) in held.iter_mut().enumerate() {
+            let text = format!("Ping {i}!");
+            assert_eq!(round_trip(ws, Message::text(text.clone())), text);
+        }
+        let current = server.metric("wsbench_connections_current");
+        assert_eq!(
+            current,
+            count as u64 + 1,
+            "every connection held, and the scrape"
+        );
+        let per_connection = rss_kib(&server).saturating_sub(before) as f64 / count as f64;
+        assert!(
+            per_connection < 21.0,
+            "{per_connection:.1} KiB of RSS per idle connection"
+        );
+        drop(held);
+        server.assert_released();
+    });
+}

@@ -47,8 +47,9 @@ pub struct Workload {
 
 #[derive(Debug, Default, Deserialize)]
 pub struct Cell {
+    /// JSON has no NaN: serde_json writes one as `null`.
     #[serde(default)]
-    pub median: BTreeMap<String, f64>,
+    pub median: BTreeMap<String, Option<f64>>,
     /// Why runs failed or were skipped.
     #[serde(default)]
     pub notes: Vec<String>,
@@ -116,7 +117,8 @@ impl Comparison {
 
 impl Workload {
     fn figure(&self, server: &str, figure: &str) -> Option<f64> {
-        self.cells.get(server)?.median.get(figure).copied()
+        let value = (*self.cells.get(server)?.median.get(figure)?)?;
+        value.is_finite().then_some(value)
     }
 
     /// What stands where a server's figure would: why it has none.

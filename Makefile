@@ -74,7 +74,8 @@ compare-servers: build $(CMP_VENV)/.stamp
 
 ## Ours against tokio and Python asyncio on the same workloads, with what
 ## each server spent (#8, #17); writes target/compare/summary.md and
-## compare.svg. About 5 minutes once built.
+## summary.json, and draws compare.svg from it with `wsbench report`.
+## About 4-5 minutes once built.
 compare: compare-servers
 	$(CARGO) bench --locked --bench compare
 

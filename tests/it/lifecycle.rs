@@ -249,9 +249,10 @@ fn rss_kib(server: &Server) -> u64 {
 /// compare` measures it (connections opened, one round trip each, then
 /// held): 23.4 KiB of RSS while the writer half carried a 4 KiB read
 /// buffer that tungstenite allocates and nothing ever read into; 19.4 KiB
-/// without it. Most of the rest is the thread's stack.
+/// without it (in this test 23.7 and 19.7–19.9: the bound sits halfway).
+/// Most of the rest is the thread's stack.
 #[test]
-fn an_idle_websocket_costs_the_server_under_21_kib() {
+fn an_idle_websocket_costs_the_server_under_22_kib() {
     timed_alone!(LIMIT, {
         wsbench::process::raise_open_files();
         let server = Server::start(&[]);
@@ -273,7 +274,7 @@ fn an_idle_websocket_costs_the_server_under_21_kib() {
         );
         let per_connection = rss_kib(&server).saturating_sub(before) as f64 / count as f64;
         assert!(
-            per_connection < 21.0,
+            per_connection < 22.0,
             "{per_connection:.1} KiB of RSS per idle connection"
         );
         drop(held);

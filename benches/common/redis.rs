@@ -13,7 +13,7 @@
 //! Needs `redis-server` on the PATH (`make test` installs it).
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -25,7 +25,8 @@ use tungstenite::{Message, WebSocket};
 use wsbench::client::connect::{ReadHalf, connect_split};
 use wsbench::metrics::Latency;
 
-const BIN: &str = env!("CARGO_BIN_EXE_wsbench");
+use crate::start_server;
+
 const JOIN: &str = "Hey all, a new client has joined us";
 
 /// A process killed and reaped on drop.
@@ -77,28 +78,6 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// `wsbench server --port 0 ARGS`, and its `host:port`.
-pub fn start_server(args: &[&str]) -> (Proc, String) {
-    let mut child = Command::new(BIN)
-        .args(["server", "--port", "0"])
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ws://")
-        .unwrap_or_else(|| panic!("wsbench server did not start: {line:?}"))
-        .to_string();
-    (Proc(child), addr)
 }
 
 /// What a paced fan-out run came to.

@@ -17,6 +17,7 @@ use plotters::prelude::*;
 
 use super::Log;
 use crate::error::{Error, io_cause};
+use crate::report::COLOURS;
 
 /// The quantiles of the table, as (label, quantile).
 pub const QUANTILES: [(&str, f64); 6] = [
@@ -26,15 +27,6 @@ pub const QUANTILES: [(&str, f64); 6] = [
     ("p99.9", 0.999),
     ("p99.99", 0.9999),
     ("max", 1.0),
-];
-
-const COLOURS: [RGBColor; 6] = [
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(214, 39, 40),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
 ];
 
 /// Writes `latency.md`, `latency.json` (the same figures in µs, for

@@ -78,6 +78,41 @@ pub struct ConnResult {
     pub records: Option<Vec<Record>>,
 }
 
+impl ConnResult {
+    /// Nothing measured yet; intervals counted from `measure_from`.
+    pub fn new(measure_from: Instant, keep_records: bool) -> ConnResult {
+        ConnResult {
+            corrected: Latency::default(),
+            uncorrected: Latency::default(),
+            lag: Latency::default(),
+            intervals: Intervals::new(measure_from),
+            sent: 0,
+            ok: 0,
+            failed: 0,
+            unsent: 0,
+            busy: 0,
+            first_error: None,
+            records: keep_records.then(Vec::new),
+        }
+    }
+
+    /// Adds another connection's figures (not its records) to these.
+    pub fn merge(&mut self, r: &ConnResult) {
+        self.corrected.merge(&r.corrected);
+        self.uncorrected.merge(&r.uncorrected);
+        self.lag.merge(&r.lag);
+        self.intervals.merge(&r.intervals);
+        self.sent += r.sent;
+        self.ok += r.ok;
+        self.failed += r.failed;
+        self.unsent += r.unsent;
+        self.busy += r.busy;
+        if self.first_error.is_none() {
+            self.first_error.clone_from(&r.first_error);
+        }
+    }
+}
+
 /// Runs connection `k`'s share of `schedule` on `ws`.
 pub fn run(
     k: u64,
@@ -86,19 +121,7 @@ pub fn run(
     payload: &Payload,
     keep_records: bool,
 ) -> ConnResult {
-    let mut result = ConnResult {
-        corrected: Latency::default(),
-        uncorrected: Latency::default(),
-        lag: Latency::default(),
-        intervals: Intervals::new(schedule.measure_from),
-        sent: 0,
-        ok: 0,
-        failed: 0,
-        unsent: 0,
-        busy: 0,
-        first_error: None,
-        records: keep_records.then(Vec::new),
-    };
+    let mut result = ConnResult::new(schedule.measure_from, keep_records);
     let mut text = String::new();
     // The next image's frame, masked while the connection is idle (as the
     // serial mode does while the server works), so masking 480 KB is not

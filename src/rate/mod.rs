@@ -24,7 +24,6 @@ use serde::Serialize;
 use crate::cli::{BenchArgs, MessageKind};
 use crate::error::Error;
 use crate::export;
-use crate::hdrlog::Intervals;
 use crate::metrics::{Latency, human};
 
 pub use conn::tighten_timer_slack;
@@ -210,9 +209,10 @@ pub fn run(args: &BenchArgs, rate: f64) -> Result<(), Error> {
         server.shutdown();
     }
 
-    let mut merged = Merged::new(measure_from);
+    // Every connection's figures together.
+    let mut merged = ConnResult::new(measure_from, false);
     for r in &results {
-        merged.add(r);
+        merged.merge(r);
     }
     let scheduled = due_between(rate, args.warmup, args.warmup + args.duration);
     let secs = args.duration.as_secs_f64();
@@ -276,52 +276,6 @@ pub fn run(args: &BenchArgs, rate: f64) -> Result<(), Error> {
 fn due_between(rate: f64, from: Duration, to: Duration) -> u64 {
     let first = |t: Duration| (t.as_secs_f64() * rate - 1e-9).ceil().max(0.0) as u64;
     first(to) - first(from)
-}
-
-/// Every connection's figures together.
-struct Merged {
-    corrected: Latency,
-    uncorrected: Latency,
-    lag: Latency,
-    intervals: Intervals,
-    sent: u64,
-    ok: u64,
-    failed: u64,
-    unsent: u64,
-    busy: u64,
-    first_error: Option<String>,
-}
-
-impl Merged {
-    fn new(measure_from: Instant) -> Merged {
-        Merged {
-            corrected: Latency::default(),
-            uncorrected: Latency::default(),
-            lag: Latency::default(),
-            intervals: Intervals::new(measure_from),
-            sent: 0,
-            ok: 0,
-            failed: 0,
-            unsent: 0,
-            busy: 0,
-            first_error: None,
-        }
-    }
-
-    fn add(&mut self, r: &ConnResult) {
-        self.corrected.merge(&r.corrected);
-        self.uncorrected.merge(&r.uncorrected);
-        self.lag.merge(&r.lag);
-        self.intervals.merge(&r.intervals);
-        self.sent += r.sent;
-        self.ok += r.ok;
-        self.failed += r.failed;
-        self.unsent += r.unsent;
-        self.busy += r.busy;
-        if self.first_error.is_none() {
-            self.first_error.clone_from(&r.first_error);
-        }
-    }
 }
 
 /// The line that says the rate asked was not reached, if it was not

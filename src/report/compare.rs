@@ -20,6 +20,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use serde::Deserialize;
 
+use super::COLOURS;
 use crate::error::{Error, io_cause};
 
 /// The part of `make compare`'s summary.json drawn here.
@@ -163,16 +164,6 @@ fn markdown(c: &Comparison) -> String {
     }
     md
 }
-
-/// `wsbench report`'s first colours (Tableau 10), one per server.
-const COLOURS: [RGBColor; 6] = [
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(214, 39, 40),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-];
 
 const WIDTH: u32 = 1200;
 const TOP: i32 = 70;

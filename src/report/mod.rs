@@ -50,8 +50,9 @@ pub struct RunSummary {
     pub total: Option<LatencySummary>,
 }
 
-/// One colour per file; Tableau 10, readable on white and apart from each other.
-const COLOURS: [RGBColor; 6] = [
+/// One colour per file (or per server); Tableau 10, readable on white and
+/// apart from each other. Every plot of `wsbench report` uses them.
+pub(crate) const COLOURS: [RGBColor; 6] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),

@@ -26,6 +26,20 @@ pub fn config(
         _ => return Ok(None),
     };
     let leaf = chain[0].clone();
+    Ok(Some((build(chain, key)?, leaf)))
+}
+
+/// The configuration for a PEM certificate chain and its key, as
+/// `--tls-cert` and `--tls-key` give them; `make compare`'s tokio server
+/// takes it too, so the comparison measures I/O models, not TLS set-ups.
+pub fn from_pem(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, Error> {
+    build(load_chain(cert)?, load_key(key)?)
+}
+
+fn build(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<ServerConfig>, Error> {
     let mut config = ServerConfig::builder_with_provider(crate::stream::crypto())
         .with_safe_default_protocol_versions()
         .and_then(|builder| builder.with_no_client_auth().with_single_cert(chain, key))
@@ -35,7 +49,7 @@ pub fn config(
     // a per-client cache that a thousand short connections would churn.
     config.ticketer = rustls::crypto::ring::Ticketer::new()
         .map_err(|e| Error::Other(format!("cannot set up TLS session tickets: {e}")))?;
-    Ok(Some((Arc::new(config), leaf)))
+    Ok(Arc::new(config))
 }
 
 fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
